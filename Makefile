@@ -1,0 +1,52 @@
+# Two entry points for a fresh Debian machine (Python 3.11, no GPU needed):
+#   make run    set up, then run the main job on the embedded default and build the HTML report
+#   make test   set up, then run the test suite
+# Both are idempotent and reuse an existing .venv.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+SMK     := $(BIN)/snakemake
+CORES   ?= all
+PYTEST_ARGS ?=
+
+.PHONY: setup data run report figures test lint dag bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+# The stamp is newer than requirements.txt once everything in it is installed.
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+setup: $(VENV)/.installed data
+
+data:
+	@$(BIN)/python tools/ensure_data.py
+
+run: setup
+	$(SMK) --cores $(CORES)
+	$(SMK) --report results/report.html
+
+report:
+	$(SMK) --report results/report.html
+
+figures: setup
+	$(SMK) --cores $(CORES) figures
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(SMK) --lint
+
+dag: setup
+	$(SMK) -n --quiet
+
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf results/data results/train results/predictions results/features results/metrics \
+	       results/tables results/figures results/logs results/benchmarks results/report.html

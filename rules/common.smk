@@ -1,0 +1,83 @@
+# Config validation, wildcard constraints and the input functions every stage uses.
+# Parse time stays cheap: no torch import and no data reads here.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+from longtail.config_check import ConfigError, check_config  # noqa: E402
+
+validate(config, schema="schemas/config.schema.yaml")
+try:
+    check_config(config)
+except ConfigError as exc:
+    raise WorkflowError(f"config error: {exc}") from None
+
+DATASETS = list(config["datasets"])
+RUNS = config["runs"]
+SEEDS = config["seeds"]
+
+
+wildcard_constraints:
+    dataset="|".join(DATASETS),
+    run="|".join(RUNS),
+    seed=r"\d+",
+
+
+def runs_of(dataset):
+    """Runs trained on a dataset: its `runs` list, or every run."""
+    return config["datasets"][dataset].get("runs") or list(RUNS)
+
+
+def get_parent_model(wildcards):
+    """The checkpoint a run starts from (`init_from`), on the same dataset and seed; none else."""
+    parent = RUNS[wildcards.run].get("init_from")
+    if parent is None:
+        return []
+    return f"results/train/{wildcards.dataset}/{parent}/seed{wildcards.seed}/model.pt"
+
+
+def get_open_threshold(wildcards):
+    """A dataset's open-set threshold, else the global one."""
+    ds = config["datasets"][wildcards.dataset]
+    return ds.get("open_threshold", config.get("open_threshold", 0.1))
+
+
+def dataset_metrics(dataset):
+    return expand(
+        "results/metrics/{dataset}/{run}/seed{seed}.parquet",
+        dataset=dataset,
+        run=runs_of(dataset),
+        seed=SEEDS,
+    )
+
+
+def get_dataset_metrics(wildcards):
+    return dataset_metrics(wildcards.dataset)
+
+
+def get_all_metrics(wildcards):
+    return [p for d in DATASETS for p in dataset_metrics(d)]
+
+
+def tsne_runs(dataset):
+    return [r for r in config.get("tsne", {}).get("runs", []) if r in runs_of(dataset)]
+
+
+def get_figures(wildcards=None):
+    out = []
+    for d in DATASETS:
+        out.append(f"results/figures/{d}/class_distribution.png")
+        out += [f"results/figures/{d}/tsne_{r}_seed{SEEDS[0]}.png" for r in tsne_runs(d)]
+    return out
+
+
+def get_tables(wildcards=None):
+    out = [f"results/tables/{d}.{ext}" for d in DATASETS for ext in ("md", "csv", "tex")]
+    return out + ["results/tables/summary.parquet"]
+
+
+def get_final_outputs():
+    return get_tables() + get_figures()

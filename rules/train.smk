@@ -1,0 +1,54 @@
+# Training of every run, then one inference pass per run that writes both predictions and
+# embeddings (features), so images go through the network once.
+
+
+rule train:
+    input:
+        samples="results/data/{dataset}/samples.parquet",
+        parent=get_parent_model,
+    output:
+        model="results/train/{dataset}/{run}/seed{seed}/model.pt",
+        history="results/train/{dataset}/{run}/seed{seed}/history.parquet",
+        config="results/train/{dataset}/{run}/seed{seed}/config.yaml",
+    params:
+        run=lookup(dpath="runs/{run}", within=config),
+        source=lookup(dpath="datasets/{dataset}/source", within=config),
+        device=config.get("device", "auto"),
+    log:
+        "results/logs/train/{dataset}/{run}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/train/{dataset}/{run}/seed{seed}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    script:
+        "../workflow_scripts/train.py"
+
+
+rule infer:
+    input:
+        samples="results/data/{dataset}/samples.parquet",
+        model="results/train/{dataset}/{run}/seed{seed}/model.pt",
+    output:
+        predictions="results/predictions/{dataset}/{run}/seed{seed}.parquet",
+        features="results/features/{dataset}/{run}/seed{seed}.parquet",
+    params:
+        source=lookup(dpath="datasets/{dataset}/source", within=config),
+        device=config.get("device", "auto"),
+    log:
+        "results/logs/infer/{dataset}/{run}/seed{seed}.log",
+    benchmark:
+        "results/benchmarks/infer/{dataset}/{run}/seed{seed}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: 2
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=60,
+    script:
+        "../workflow_scripts/infer.py"

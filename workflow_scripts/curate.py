@@ -1,0 +1,21 @@
+"""Rule curate: write samples.parquet and class_counts.parquet of one dataset."""
+
+from longtail.curation import CurationConfig, curate
+from longtail.io import write_parquet
+from longtail.runtime import log_to, source_params
+from longtail.sources import load_source
+
+
+def main(smk) -> None:
+    log_to(smk.log[0])
+    cur = dict(smk.params.dataset["curation"])
+    seed = cur.pop("seed", 0)
+    cur.setdefault("shots", smk.params.shots)
+    name, opts = source_params(smk.params.dataset["source"])
+    samples, counts = curate(load_source(name, opts), CurationConfig.from_dict(cur), seed=seed)
+    write_parquet(samples, smk.output.samples)
+    write_parquet(counts, smk.output.counts)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821

@@ -1,0 +1,35 @@
+"""Rule infer: predictions (val/test/open) and embeddings of one trained run, in one pass."""
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from longtail.data import load_split
+from longtail.device import select_device
+from longtail.io import atomic_path, write_parquet
+from longtail.pipeline import PREDICTION_SPLITS, features_table, infer, load_trained, predictions_table
+from longtail.runtime import log_to, source_params
+from longtail.sources import load_source
+
+
+def main(smk) -> None:
+    log_to(smk.log[0])
+    samples = pd.read_parquet(smk.input.samples)
+    name, opts = source_params(smk.params.source)
+    source = load_source(name, opts)
+    method, model, info = load_trained(torch.load(smk.input.model, map_location="cpu", weights_only=False))
+    device = select_device(smk.params.device, smk.threads)
+    preds, feats = [], []
+    for split_name in PREDICTION_SPLITS:
+        split = load_split(source, samples, split_name)
+        logits, emb = infer(method, model, split, info, device)
+        preds.append(predictions_table(split, logits))
+        feats.append(features_table(split, emb))
+    write_parquet(pd.concat(preds, ignore_index=True), smk.output.predictions)
+    with atomic_path(smk.output.features) as tmp:
+        pq.write_table(pa.concat_tables(feats), tmp)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821

@@ -1,0 +1,99 @@
+"""Checks of config.yaml beyond its JSON schema, run at parse time (no torch, no data reads).
+
+Each problem raises :class:`ConfigError` with one line that names the offending key.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from .configs import make_config
+from .curation import class_sizes
+from .sources import FASHION_MNIST_CLASSES
+
+# Class names known without reading data, to check open/known class lists early.
+STATIC_CLASS_NAMES = {"fashion_mnist": FASHION_MNIST_CLASSES}
+
+
+class ConfigError(ValueError):
+    """A config value is wrong; the message names the key and the fix."""
+
+
+def check_config(config: Mapping) -> None:
+    """Raise ConfigError on the first problem found."""
+    runs = config["runs"]
+    for name, run in runs.items():
+        try:
+            make_config(run["method"], run.get("params"))
+        except ValueError as exc:
+            raise ConfigError(f"runs.{name}: {exc}") from None
+        parent = run.get("init_from")
+        if parent is not None and parent not in runs:
+            raise ConfigError(f"runs.{name}.init_from: no run named '{parent}'; define it under runs")
+        seen = {name}
+        while parent is not None:  # the init_from chain must end
+            if parent in seen:
+                raise ConfigError(f"runs.{name}.init_from: cycle through '{parent}'")
+            seen.add(parent)
+            parent = runs[parent].get("init_from")
+    shots = config.get("shots", {})
+    if shots.get("few", 20) > shots.get("many", 100):
+        raise ConfigError(f"shots: few ({shots.get('few')}) must not exceed many ({shots.get('many')})")
+    if len(set(config.get("seeds", [0]))) != len(config.get("seeds", [0])):
+        raise ConfigError("seeds: values repeat; list each seed once")
+    for dname, ds in config["datasets"].items():
+        _check_dataset(dname, ds, runs)
+    for key in ("runs",):
+        for r in config.get("tsne", {}).get(key, []):
+            if r not in runs:
+                raise ConfigError(f"tsne.runs: no run named '{r}'")
+    for dname, per_run in config.get("paper_results", {}).items():
+        if dname not in config["datasets"]:
+            raise ConfigError(f"paper_results.{dname}: no dataset of that name")
+        for r in per_run:
+            if r not in runs:
+                raise ConfigError(f"paper_results.{dname}.{r}: no run of that name")
+
+
+def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
+    key = f"datasets.{dname}"
+    for r in ds.get("runs", []):
+        if r not in runs:
+            raise ConfigError(f"{key}.runs: no run named '{r}'")
+        parent = runs[r].get("init_from")
+        if parent and ds.get("runs") and parent not in ds["runs"]:
+            raise ConfigError(f"{key}.runs: '{r}' starts from '{parent}', which must be listed too")
+    cur = ds.get("curation", {})
+    src = ds["source"]["name"]
+    names = STATIC_CLASS_NAMES.get(src)
+    open_cls = [str(c) for c in cur.get("open_classes", [])]
+    known_cls = [str(c) for c in cur.get("known_classes", [])]
+    if names is not None:
+        for c in open_cls + known_cls:
+            if c not in names and not (c.isdigit() and int(c) < len(names)):
+                raise ConfigError(f"{key}.curation: class '{c}' is not a class of {src}; classes: {list(names)}")
+    both = sorted(set(open_cls) & set(known_cls))
+    if both:
+        raise ConfigError(f"{key}.curation.open_classes: {both} also listed in known_classes; a class is open or known")
+    if len(set(open_cls)) != len(open_cls):
+        raise ConfigError(f"{key}.curation.open_classes: a class is listed twice")
+    profile = cur.get("profile", "exponential")
+    n_max, imb = cur.get("n_max", 1000), cur.get("imbalance_factor", 100)
+    if profile in ("exponential", "step") and n_max / imb < 1:
+        raise ConfigError(f"{key}.curation.imbalance_factor: {imb} leaves the smallest class under 1 image "
+                          f"(n_max {n_max}); lower it or raise n_max")
+    if profile == "pareto" and cur.get("n_min", 2) > n_max:
+        raise ConfigError(f"{key}.curation.n_min: larger than n_max")
+    if names is not None and profile != "none":
+        n_known = len(known_cls) or len(names) - len(open_cls)
+        if n_known < 2:
+            raise ConfigError(f"{key}.curation.open_classes: leaves {n_known} known class; need at least 2")
+        sizes = class_sizes(profile, n_known, n_max, imb, n_min=cur.get("n_min", 2),
+                            pareto_alpha=cur.get("pareto_alpha", 6.0), step_fraction=cur.get("step_fraction", 0.5),
+                            rng=np.random.default_rng(cur.get("seed", 0)))
+        k = cur.get("meta_per_class", 0)
+        if cur.get("meta_mode", "disjoint") == "development" and k > sizes.min():
+            raise ConfigError(f"{key}.curation.meta_per_class: {k} is larger than the smallest class "
+                              f"({int(sizes.min())} images); lower it")

@@ -1,0 +1,206 @@
+"""Curation: long-tailed subsampling, open-set split, balanced val / meta sets.
+
+Pure functions of a :class:`~longtail.sources.SourceData` and a :class:`CurationConfig`; the
+``curate`` rule only writes what they return. Known classes are relabelled 0..C-1 from head to
+tail, so label order equals frequency order; open-set samples carry label -1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .sources import DataError, SourceData
+
+SPLITS = ("train", "val", "meta", "test", "open")
+SAMPLE_COLUMNS = (
+    "sample_id", "source", "source_index", "split", "label", "class_name", "train_count", "shot_group",
+)
+
+
+@dataclass(frozen=True)
+class ShotConfig:
+    """Shot groups by training count. Default = decoupling's convention (strict):
+    many: n > many, few: n < few, medium otherwise (OLTR paper text: >100, 20..100, <20)."""
+
+    many: int = 100
+    few: int = 20
+
+    def group(self, n: int) -> str:
+        if n > self.many:
+            return "many"
+        if n < self.few:
+            return "few"
+        return "medium"
+
+    @property
+    def convention(self) -> str:
+        return f"many: n > {self.many}, medium: {self.few} <= n <= {self.many}, few: n < {self.few}"
+
+
+@dataclass(frozen=True)
+class CurationConfig:
+    """How a long-tailed, open-set dataset is carved out of a source.
+
+    profile: ``exponential`` (n_i = floor(n_max * IF^(-i/(C-1))), CIFAR-LT), ``step`` (the first
+    ``step_fraction`` of classes keep n_max, the rest n_max/IF), ``pareto`` (sizes drawn from a
+    Pareto(alpha) and mapped onto [n_min, n_max], as ImageNet-LT/Places-LT) or ``none`` (keep all).
+    """
+
+    profile: str = "exponential"
+    n_max: int = 1000
+    imbalance_factor: float = 100.0
+    n_min: int = 2
+    pareto_alpha: float = 6.0
+    step_fraction: float = 0.5
+    class_order: str = "natural"  # or "permuted" (seeded)
+    open_classes: tuple[str, ...] = ()
+    val_per_class: int = 20
+    meta_per_class: int = 0
+    meta_mode: str = "disjoint"  # "disjoint": carved out of the pool; "development": copies of train
+    test_per_class: int | None = None
+    open_per_class: int | None = None
+    shots: ShotConfig = field(default_factory=ShotConfig)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "CurationConfig":
+        d = dict(d)
+        shots = ShotConfig(**d.pop("shots", {}))
+        d["open_classes"] = tuple(str(c) for c in d.get("open_classes", ()))
+        return cls(shots=shots, **d)
+
+
+def class_sizes(
+    profile: str,
+    n_classes: int,
+    n_max: int,
+    imbalance_factor: float = 100.0,
+    *,
+    n_min: int = 2,
+    pareto_alpha: float = 6.0,
+    step_fraction: float = 0.5,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
+    """Training images per class, head first (non-increasing)."""
+    if n_classes < 1:
+        raise ValueError("need at least one known class")
+    if profile == "exponential":
+        if n_classes == 1:
+            return np.array([n_max])
+        i = np.arange(n_classes)
+        # float64 then floor, as int(n_max * (1/IF)**(i/(C-1))) in LDAM-DRW's imbalance_cifar.py
+        return np.array([int(n_max * (1.0 / imbalance_factor) ** (k / (n_classes - 1))) for k in i])
+    if profile == "step":
+        n_head = int(round(n_classes * step_fraction))
+        return np.array([n_max] * n_head + [int(n_max / imbalance_factor)] * (n_classes - n_head))
+    if profile == "pareto":
+        # Draw C sizes X ~ Pareto(alpha, x_m=1) (seeded), then map them by a power onto
+        # [n_min, n_max]: n = n_min * X^k with k chosen so that the largest draw becomes n_max.
+        # The shape alpha fixes the relative spread of the draws, the clip their range.
+        rng = rng or np.random.default_rng(0)
+        x = 1.0 + rng.pareto(pareto_alpha, n_classes)
+        k = math.log(n_max / n_min) / math.log(x.max()) if x.max() > 1 else 0.0
+        n = np.clip(np.floor(n_min * x**k), n_min, n_max).astype(int)
+        return np.sort(n)[::-1]
+    raise ValueError(f"unknown long-tail profile '{profile}'; choose exponential, step, pareto or none")
+
+
+def _resolve_classes(names: Sequence[str], wanted: Sequence[str], what: str) -> list[int]:
+    out = []
+    for w in wanted:
+        if w in names:
+            out.append(names.index(w))
+        elif str(w).isdigit() and int(w) < len(names):
+            out.append(int(w))
+        else:
+            raise DataError(f"{what} class '{w}' is not a class of this source; classes are {list(names)}")
+    return out
+
+
+def curate(source: SourceData, cfg: CurationConfig, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (samples, class_counts) tables; see DESIGN.md for their columns."""
+    rng = np.random.default_rng(seed)
+    names = list(source.class_names)
+    open_ids = _resolve_classes(names, cfg.open_classes, "open")
+    known = [c for c in range(len(names)) if c not in open_ids]
+    if cfg.class_order == "permuted":
+        known = list(rng.permutation(known))
+    elif cfg.class_order != "natural":
+        raise ValueError(f"class_order must be natural or permuted, got '{cfg.class_order}'")
+
+    train_labels = source.labels["train"]
+    pools = {c: rng.permutation(np.flatnonzero(train_labels == c)) for c in known}
+    reserved = cfg.val_per_class + (cfg.meta_per_class if cfg.meta_mode == "disjoint" else 0)
+    if cfg.profile == "none":
+        sizes = np.array([len(pools[c]) - reserved for c in known])
+        order = np.argsort(-sizes, kind="stable")
+        known, sizes = [known[i] for i in order], sizes[order]
+    else:
+        sizes = class_sizes(
+            cfg.profile, len(known), cfg.n_max, cfg.imbalance_factor, n_min=cfg.n_min,
+            pareto_alpha=cfg.pareto_alpha, step_fraction=cfg.step_fraction, rng=rng,
+        )
+    rows: list[tuple] = []
+
+    def add(split: str, src: str, idx: np.ndarray, label: int, cname: str, n_train: int, group: str,
+            prefix: str = "") -> None:
+        for i in idx:
+            rows.append((f"{prefix}{src}-{int(i)}", src, int(i), split, label, cname, n_train, group))
+
+    for label, (c, n_c) in enumerate(zip(known, sizes)):
+        pool = pools[c]
+        if n_c < 1:
+            raise DataError(f"class '{names[c]}' would get {n_c} training images; lower imbalance_factor")
+        if len(pool) < reserved + n_c:
+            raise DataError(
+                f"class '{names[c]}' has {len(pool)} source images but val/meta/train need "
+                f"{reserved + n_c}; lower n_max, val_per_class or meta_per_class"
+            )
+        group = cfg.shots.group(int(n_c))
+        val = pool[: cfg.val_per_class]
+        add("val", "train", val, label, names[c], int(n_c), group)
+        start = cfg.val_per_class
+        if cfg.meta_per_class and cfg.meta_mode == "disjoint":
+            add("meta", "train", pool[start: start + cfg.meta_per_class], label, names[c], int(n_c), group)
+            start += cfg.meta_per_class
+        train = pool[start: start + n_c]
+        add("train", "train", train, label, names[c], int(n_c), group)
+        if cfg.meta_per_class and cfg.meta_mode == "development":
+            # development set: copies of training images (MFM sec. 3.2, mode b)
+            dev = train[: min(cfg.meta_per_class, n_c)]
+            add("meta", "train", dev, label, names[c], int(n_c), group, prefix="dev-")
+        test = np.flatnonzero(source.labels["test"] == c)
+        if cfg.test_per_class is not None:
+            test = rng.permutation(test)[: cfg.test_per_class]
+        add("test", "test", np.sort(test), label, names[c], int(n_c), group)
+    if cfg.meta_mode not in ("disjoint", "development"):
+        raise ValueError(f"meta_mode must be disjoint or development, got '{cfg.meta_mode}'")
+
+    for c in open_ids:
+        test = np.flatnonzero(source.labels["test"] == c)
+        if cfg.open_per_class is not None:
+            test = rng.permutation(test)[: cfg.open_per_class]
+        add("open", "test", np.sort(test), -1, names[c], 0, "open")
+
+    samples = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+    samples = samples.astype({"source_index": "int64", "label": "int64", "train_count": "int64"})
+    counts = class_counts(samples, cfg.shots)
+    return samples, counts
+
+
+def class_counts(samples: pd.DataFrame, shots: ShotConfig) -> pd.DataFrame:
+    """One row per known class: label, class_name, train/val/meta/test counts, shot_group."""
+    known = samples[samples["label"] >= 0]
+    table = (
+        known.groupby(["label", "class_name", "split"]).size().unstack("split", fill_value=0)
+        .reindex(columns=["train", "val", "meta", "test"], fill_value=0).reset_index()
+    )
+    table.columns.name = None
+    table = table.rename(columns={s: f"n_{s}" for s in ("train", "val", "meta", "test")})
+    table["shot_group"] = [shots.group(int(n)) for n in table["n_train"]]
+    table["convention"] = shots.convention
+    return table.sort_values("label").reset_index(drop=True)

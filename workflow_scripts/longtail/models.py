@@ -1,0 +1,205 @@
+"""Backbones and classifier heads.
+
+Every backbone maps images (B, C, H, W) to a feature map (``forward_map``) and the map to an
+embedding (B, D) (``embed``); methods that work on maps (OLTR's modulated attention) or on named
+intermediate layers (MFM) hook in between. ``LongTailNet`` = backbone + head.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BackboneFn = Callable[..., "Backbone"]
+_BACKBONES: dict[str, BackboneFn] = {}
+
+
+def register_backbone(name: str) -> Callable[[BackboneFn], BackboneFn]:
+    def deco(fn: BackboneFn) -> BackboneFn:
+        _BACKBONES[name] = fn
+        return fn
+
+    return deco
+
+
+def available_backbones() -> list[str]:
+    return sorted(_BACKBONES)
+
+
+def create_backbone(name: str, in_channels: int = 1, weights: str | None = None) -> "Backbone":
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone '{name}'; choose one of {available_backbones()}")
+    return _BACKBONES[name](in_channels=in_channels, weights=weights)
+
+
+class Backbone(nn.Module):
+    """Base class: ``forward(x) = embed(forward_map(x))``; ``dim`` is the embedding size."""
+
+    dim: int
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:  # (B, C', H', W')
+        raise NotImplementedError
+
+    def embed(self, fmap: torch.Tensor) -> torch.Tensor:  # (B, D)
+        return torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.forward_map(x))
+
+
+class LeNet(Backbone):
+    """Small CNN for 28x28 input (the CPU default): two 5x5 conv blocks, then an fc layer
+    (a LeNet-5 with wider layers, like MFM's "modified LeNet" for Fashion-MNIST)."""
+
+    def __init__(self, in_channels: int = 1, width: int = 32, dim: int = 128) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 5, padding=2)
+        self.conv2 = nn.Conv2d(width, 2 * width, 5)
+        self.fc = nn.Linear(2 * width * 5 * 5, dim)
+        self.dim = dim
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (B, w, 14, 14) for 28x28
+        return F.max_pool2d(F.relu(self.conv2(x)), 2)  # (B, 2w, 5, 5)
+
+    def embed(self, fmap: torch.Tensor) -> torch.Tensor:
+        fmap = F.adaptive_avg_pool2d(fmap, 5) if fmap.shape[-1] != 5 else fmap
+        return F.relu(self.fc(torch.flatten(fmap, 1)))
+
+
+@register_backbone("lenet")
+def lenet(in_channels: int = 1, weights: str | None = None) -> Backbone:
+    if weights:
+        raise ValueError("lenet has no pretrained weights; set weights: null")
+    return LeNet(in_channels)
+
+
+class _BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or cin != cout:
+            # projection shortcut (option B of He et al.); LDAM-DRW's option A pads with zeros
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(Backbone):
+    """The CIFAR ResNet family (6n+2 layers: 3 stages of n blocks, 16/32/64 channels)."""
+
+    def __init__(self, depth: int, in_channels: int = 3) -> None:
+        super().__init__()
+        if (depth - 2) % 6:
+            raise ValueError("CIFAR ResNet depth must be 6n+2")
+        n = (depth - 2) // 6
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU())
+        layers, cin = [], 16
+        for i, cout in enumerate((16, 32, 64)):
+            for j in range(n):
+                layers.append(_BasicBlock(cin, cout, 2 if (j == 0 and i > 0) else 1))
+                cin = cout
+        self.layer1 = nn.Sequential(*layers[:n])
+        self.layer2 = nn.Sequential(*layers[n: 2 * n])
+        self.layer3 = nn.Sequential(*layers[2 * n:])
+        self.dim = 64
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer3(self.layer2(self.layer1(self.stem(x))))
+
+
+def _cifar(depth: int) -> BackboneFn:
+    def make(in_channels: int = 3, weights: str | None = None) -> Backbone:
+        if weights:
+            raise ValueError(f"resnet{depth} (CIFAR) has no pretrained weights; set weights: null")
+        return CifarResNet(depth, in_channels)
+
+    return make
+
+
+for _d in (20, 32, 44, 56, 110):
+    register_backbone(f"resnet{_d}")(_cifar(_d))
+
+
+class TorchvisionBackbone(Backbone):
+    """A torchvision classification network without its final classifier."""
+
+    def __init__(self, net: nn.Module, dim: int, in_channels: int) -> None:
+        super().__init__()
+        self.net = net
+        self.dim = dim
+        if in_channels != 3:
+            conv1 = net.conv1
+            net.conv1 = nn.Conv2d(in_channels, conv1.out_channels, conv1.kernel_size, conv1.stride,
+                                  conv1.padding, bias=False)
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(x))))
+        return n.layer4(n.layer3(n.layer2(n.layer1(x))))
+
+
+def _torchvision(arch: str) -> BackboneFn:
+    def make(in_channels: int = 3, weights: str | None = None) -> Backbone:
+        import torchvision.models as tvm
+        from torchvision.models.resnet import BasicBlock, ResNet
+
+        if arch == "resnet10":  # OLTR's ImageNet-LT backbone; torchvision has no preset for it
+            if weights:
+                raise ValueError("resnet10 has no torchvision weights; set weights: null")
+            net = ResNet(BasicBlock, [1, 1, 1, 1])
+        else:
+            net = tvm.get_model(arch, weights=weights)
+        dim = net.fc.in_features
+        net.fc = nn.Identity()
+        return TorchvisionBackbone(net, dim, in_channels)
+
+    return make
+
+
+for _a in ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d"):
+    register_backbone(_a)(_torchvision(_a))
+
+
+class CosineClassifier(nn.Module):
+    """logits = s * cos(x, w_j) with a learnable scale s (initialised at 16, as in KT / OLTR)."""
+
+    def __init__(self, dim: int, num_classes: int, scale: float = 16.0, learn_scale: bool = True) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(num_classes, dim) * 0.01)
+        self.scale = nn.Parameter(torch.tensor(float(scale)), requires_grad=learn_scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.weight, dim=1))
+
+
+def create_head(kind: str, dim: int, num_classes: int, scale: float = 16.0) -> nn.Module:
+    if kind == "linear":
+        return nn.Linear(dim, num_classes)
+    if kind == "cosine":
+        return CosineClassifier(dim, num_classes, scale)
+    raise ValueError(f"unknown classifier head '{kind}'; choose linear or cosine")
+
+
+class LongTailNet(nn.Module):
+    """Backbone + classifier head; ``forward`` returns logits, ``features`` the embedding."""
+
+    def __init__(self, backbone: Backbone, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone(x))

@@ -1,0 +1,124 @@
+"""Stage functions called by the workflow scripts: train one run, infer predictions/features.
+
+They take and return in-memory objects (DataFrames, dicts, tensors); scripts do the file I/O.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import torch
+from torch import nn
+
+from .data import DatasetInfo, SplitData, batches, dataset_info, load_split, to_input
+from .device import DeviceSetup
+from .methods import Method, create_method
+from .sources import SourceData
+from .trainer import TrainRun, fingerprint, rng_state
+
+PREDICTION_SPLITS = ("val", "test", "open")
+
+
+def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: SourceData, *, seed: int,
+          device: DeviceSetup, checkpoint: Path, parent: Mapping | None = None,
+          progress: bool = True) -> tuple[dict, pd.DataFrame]:
+    """Train one run; return (the model.pt dict, history). Resumes from ``checkpoint``."""
+    method = create_method(method_name, params)
+    if method.requires_parent and parent is None:
+        raise ValueError(f"method '{method_name}' starts from another run: set init_from in its config")
+    info = dataset_info(samples, source)
+    torch.manual_seed(seed)
+    model = method.build_model(info)
+    method.init_model(model, parent)
+    splits = {s: load_split(source, samples, s) for s in ("train", "val")}
+    meta = load_split(source, samples, "meta") if (samples["split"] == "meta").any() else None
+    fp = fingerprint({"method": method_name, "config": method.cfg.to_dict(), "seed": seed,
+                      "n": len(samples), "info": info.to_dict(),
+                      "parent": parent.get("fingerprint") if parent else None})
+    run = TrainRun(splits["train"], splits["val"], info, device, seed, checkpoint, fp, meta, progress)
+    t0 = time.perf_counter()
+    history = method.fit(model, run)
+    model.to("cpu")
+    ckpt = {
+        "model": model.state_dict(),
+        "optimizer": None,  # the final optimizer state lives in checkpoint.pt while training
+        "scheduler": {"schedule": getattr(method.cfg, "schedule", None), "epochs": getattr(method.cfg, "epochs", 0)},
+        "epoch": len(history),
+        "rng": rng_state(),
+        "method": method_name,
+        "config": method.cfg.to_dict(),
+        "seed": seed,
+        "info": info.to_dict(),
+        "fingerprint": fp,
+        "train_seconds": time.perf_counter() - t0,
+    }
+    return ckpt, history
+
+
+def load_trained(ckpt: Mapping) -> tuple[Method, nn.Module, DatasetInfo]:
+    """Rebuild (method, model, info) from a model.pt dict."""
+    method = create_method(ckpt["method"], ckpt["config"])
+    info = DatasetInfo.from_dict(ckpt["info"])
+    model = method.build_model(info)
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return method, model, info
+
+
+@torch.no_grad()
+def infer(method: Method, model: nn.Module, split: SplitData, info: DatasetInfo, device: DeviceSetup,
+          batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
+    """(logits (N, C) float32, embeddings (N, D) float32) of a split, batched."""
+    model.to(device.device).eval()
+    if device.channels_last:
+        model.to(memory_format=torch.channels_last)
+    logits, feats = [], []
+    for idx in batches(len(split), batch_size):
+        x = to_input(split.images[idx], info, device.device, device.channels_last)
+        with device.autocast():
+            lg, f = method.infer(model, x)
+        logits.append(lg.float().cpu())
+        feats.append(f.float().cpu())
+    if not logits:
+        return np.zeros((0, info.num_classes), np.float32), np.zeros((0, 0), np.float32)
+    return torch.cat(logits).numpy(), torch.cat(feats).numpy()
+
+
+def predictions_table(split: SplitData, logits: np.ndarray, k: int = 5) -> pd.DataFrame:
+    """The predictions contract: sample_id, split, label, pred, confidence, topk, topk_prob."""
+    probs = torch.softmax(torch.from_numpy(logits).float(), dim=1)
+    k = min(k, probs.shape[1])
+    top_p, top_i = probs.topk(k, dim=1)
+    return pd.DataFrame({
+        "sample_id": split.sample_ids.astype(str),
+        "split": split.split,
+        "label": split.labels.numpy().astype(np.int64),
+        "pred": top_i[:, 0].numpy().astype(np.int64),
+        "confidence": top_p[:, 0].numpy().astype(np.float64),
+        "topk": list(top_i.numpy().astype(np.int64)),
+        "topk_prob": list(top_p.numpy().astype(np.float32)),
+    })
+
+
+def features_table(split: SplitData, feats: np.ndarray) -> pa.Table:
+    """Features contract: sample_id, split, label, feature (fixed-size list<float32>)."""
+    flat = pa.array(np.ascontiguousarray(feats, dtype=np.float32).ravel())
+    return pa.table({
+        "sample_id": pa.array(split.sample_ids.astype(str)),
+        "split": pa.array([split.split] * len(split)),
+        "label": pa.array(split.labels.numpy().astype(np.int64)),
+        "feature": pa.FixedSizeListArray.from_arrays(flat, feats.shape[1] if feats.ndim == 2 else 0),
+    })
+
+
+def feature_matrix(table: pa.Table | pd.DataFrame) -> np.ndarray:
+    """(N, D) float32 array from a features table's ``feature`` column."""
+    if isinstance(table, pd.DataFrame):
+        return np.stack(table["feature"].to_numpy()).astype(np.float32)
+    col = table.column("feature").combine_chunks()
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1).astype(np.float32)

@@ -1,0 +1,73 @@
+"""Figures (matplotlib, Agg backend). Pure functions returning Figure objects; scripts save them."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+GROUP_COLOURS = {"many": "#4c72b0", "medium": "#dd8452", "few": "#c44e52"}
+
+
+def class_distribution(counts: pd.DataFrame, many: int, few: int, title: str = "") -> plt.Figure:
+    """Sorted training counts per class (log scale) with the shot-group bands."""
+    c = counts.sort_values("n_train", ascending=False).reset_index(drop=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.bar(np.arange(len(c)), c["n_train"], color=[GROUP_COLOURS[g] for g in c["shot_group"]])
+    ax.set_yscale("log")
+    top = max(float(c["n_train"].max()) * 2, many * 2)
+    ax.axhspan(many, top, color=GROUP_COLOURS["many"], alpha=0.08, label=f"many (> {many})")
+    ax.axhspan(few, many, color=GROUP_COLOURS["medium"], alpha=0.08, label=f"medium ({few}–{many})")
+    ax.axhspan(0.8, few, color=GROUP_COLOURS["few"], alpha=0.08, label=f"few (< {few})")
+    ax.set_ylim(0.8, top)
+    ax.set_xticks(np.arange(len(c)))
+    ax.set_xticklabels(c["class_name"], rotation=60, ha="right", fontsize=7)
+    ax.set_ylabel("training images (log)")
+    ax.set_title(title or "Class distribution")
+    ax.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def stratified_subsample(labels: np.ndarray, max_points: int, seed: int = 0) -> np.ndarray:
+    """Indices of at most ``max_points`` rows, keeping every class's share (at least one each)."""
+    if len(labels) <= max_points:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    frac = max_points / len(labels)
+    keep = [rng.choice(idx, max(1, int(round(len(idx) * frac))), replace=False)
+            for idx in (np.flatnonzero(labels == c) for c in np.unique(labels))]
+    return np.sort(np.concatenate(keep))
+
+
+def tsne_embedding(x: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
+    """2-D openTSNE embedding (FFT-accelerated gradients)."""
+    from openTSNE import TSNE
+
+    perplexity = min(perplexity, max(2.0, (len(x) - 1) / 3))
+    return np.asarray(TSNE(perplexity=perplexity, random_state=seed, n_jobs=n_jobs).fit(x))
+
+
+def tsne_figure(emb: np.ndarray, labels: np.ndarray, counts: pd.DataFrame, title: str) -> plt.Figure:
+    """Scatter coloured by class; few-shot classes as crosses, open samples in grey."""
+    names = dict(zip(counts["label"], counts["class_name"]))
+    groups = dict(zip(counts["label"], counts["shot_group"]))
+    cmap = plt.get_cmap("tab20")
+    fig, ax = plt.subplots(figsize=(7, 6))
+    for i, c in enumerate(sorted(np.unique(labels))):
+        m = labels == c
+        if c < 0:
+            ax.scatter(emb[m, 0], emb[m, 1], s=4, c="lightgrey", label="open set", alpha=0.6)
+            continue
+        marker = "x" if groups.get(c) == "few" else "o"
+        ax.scatter(emb[m, 0], emb[m, 1], s=6 if marker == "o" else 12, marker=marker, color=cmap(i % 20),
+                   label=f"{names.get(c, c)} ({groups.get(c, '?')})", alpha=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title)
+    ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2)
+    fig.tight_layout()
+    return fig

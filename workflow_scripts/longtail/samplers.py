@@ -1,0 +1,151 @@
+"""Epoch samplers: each returns the training indices of one epoch.
+
+An epoch's indices depend only on (labels, epoch, rng), and the trainer seeds ``rng`` from
+(seed, epoch), so a run resumed after a kill sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+SamplerFn = Callable[..., "Sampler"]
+_SAMPLERS: dict[str, SamplerFn] = {}
+
+
+def register_sampler(name: str) -> Callable[[SamplerFn], SamplerFn]:
+    def deco(cls: SamplerFn) -> SamplerFn:
+        _SAMPLERS[name] = cls
+        return cls
+
+    return deco
+
+
+def available_samplers() -> list[str]:
+    return sorted(_SAMPLERS)
+
+
+def create_sampler(name: str, labels: np.ndarray, num_epochs: int = 1, **params) -> "Sampler":
+    if name not in _SAMPLERS:
+        raise ValueError(f"unknown sampler '{name}'; choose one of {available_samplers()}")
+    return _SAMPLERS[name](np.asarray(labels), num_epochs=num_epochs, **params)
+
+
+class Sampler:
+    def __init__(self, labels: np.ndarray, num_epochs: int = 1) -> None:
+        self.labels = labels
+        self.num_epochs = num_epochs
+        self.classes, self.counts = np.unique(labels, return_counts=True)
+        self.by_class = [np.flatnonzero(labels == c) for c in self.classes]
+
+    def indices(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
+        raise NotImplementedError
+
+    def class_probs(self, epoch: int = 0) -> np.ndarray:
+        """Probability of drawing each class (per draw); used by tests and progressive sampling."""
+        raise NotImplementedError
+
+    def _draw_by_class_probs(self, p: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+        # pick a class per draw, then an image uniformly within it
+        cls = rng.choice(len(self.classes), size=n, p=p)
+        out = np.empty(n, dtype=np.int64)
+        for k in range(len(self.classes)):
+            sel = cls == k
+            out[sel] = rng.choice(self.by_class[k], size=int(sel.sum()), replace=True)
+        return out
+
+
+@register_sampler("instance")
+class InstanceSampler(Sampler):
+    """Instance-balanced: every image once per epoch, shuffled (p_j proportional to n_j)."""
+
+    def indices(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
+        return rng.permutation(len(self.labels))
+
+    def class_probs(self, epoch: int = 0) -> np.ndarray:
+        return self.counts / self.counts.sum()
+
+
+@register_sampler("power")
+class PowerSampler(Sampler):
+    """p_j proportional to n_j^q (decoupling, Kang et al. 2020): q=1 instance, q=0.5 square-root,
+    q=0 class-balanced. Epoch length = number of training images."""
+
+    def __init__(self, labels: np.ndarray, num_epochs: int = 1, q: float = 0.5) -> None:
+        super().__init__(labels, num_epochs)
+        self.q = q
+
+    def class_probs(self, epoch: int = 0) -> np.ndarray:
+        w = self.counts.astype(float) ** self.q
+        return w / w.sum()
+
+    def indices(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
+        return self._draw_by_class_probs(self.class_probs(epoch), len(self.labels), rng)
+
+
+@register_sampler("sqrt")
+def sqrt_sampler(labels: np.ndarray, num_epochs: int = 1) -> Sampler:
+    """Square-root sampling, p_j proportional to n_j^(1/2) (KT's default)."""
+    return PowerSampler(labels, num_epochs, q=0.5)
+
+
+@register_sampler("class_balanced")
+class ClassAwareSampler(Sampler):
+    """Class-aware sampling (Shen et al. 2016; OLTR/decoupling's ClassAwareSampler): classes are
+    drawn uniformly, and each drawn class contributes ``per_class`` images, so a batch holds
+    batch_size/per_class classes. Epoch length = number of training images."""
+
+    def __init__(self, labels: np.ndarray, num_epochs: int = 1, per_class: int = 4) -> None:
+        super().__init__(labels, num_epochs)
+        self.per_class = per_class
+
+    def class_probs(self, epoch: int = 0) -> np.ndarray:
+        return np.full(len(self.classes), 1.0 / len(self.classes))
+
+    def indices(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
+        n_groups = -(-len(self.labels) // self.per_class)
+        # cycle through shuffled class lists so every class appears equally often
+        reps = -(-n_groups // len(self.classes))
+        cls = np.concatenate([rng.permutation(len(self.classes)) for _ in range(reps)])[:n_groups]
+        chunks = [rng.choice(self.by_class[k], size=self.per_class, replace=len(self.by_class[k]) < self.per_class)
+                  for k in cls]
+        return np.concatenate(chunks)[: len(self.labels)]
+
+
+@register_sampler("progressive")
+class ProgressiveSampler(Sampler):
+    """Progressively-balanced sampling (decoupling): p_j(t) = (1 - t/T) p_j^IB + (t/T) p_j^CB."""
+
+    def class_probs(self, epoch: int = 0) -> np.ndarray:
+        t = epoch / max(self.num_epochs - 1, 1)
+        inst = self.counts / self.counts.sum()
+        return (1 - t) * inst + t / len(self.classes)
+
+    def indices(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
+        return self._draw_by_class_probs(self.class_probs(epoch), len(self.labels), rng)
+
+
+@register_sampler("oversample")
+class OverSampler(Sampler):
+    """Random over-sampling: every class replicated (with replacement) up to the largest class."""
+
+    def class_probs(self, epoch: int = 0) -> np.ndarray:
+        return np.full(len(self.classes), 1.0 / len(self.classes))
+
+    def indices(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
+        n_max = int(self.counts.max())
+        parts = [np.concatenate([idx, rng.choice(idx, n_max - len(idx), replace=True)]) for idx in self.by_class]
+        return rng.permutation(np.concatenate(parts))
+
+
+@register_sampler("undersample")
+class UnderSampler(Sampler):
+    """Random under-sampling: every class cut (a fresh random subset each epoch) to the smallest."""
+
+    def class_probs(self, epoch: int = 0) -> np.ndarray:
+        return np.full(len(self.classes), 1.0 / len(self.classes))
+
+    def indices(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
+        n_min = int(self.counts.min())
+        return rng.permutation(np.concatenate([rng.choice(idx, n_min, replace=False) for idx in self.by_class]))

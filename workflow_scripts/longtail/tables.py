@@ -1,0 +1,96 @@
+"""Tables: metrics aggregated over seeds (mean ± std), one row per run, in md / csv / tex.
+
+Columns follow OLTR's Table 3 layout: closed-set many / medium / few / overall top-1, open-set
+many / medium / few / overall top-1 and F-measure, plus macro-F1 and AUROC. Values in percent.
+Where config gives a paper's reported figure for a cell, a "(paper)" column stands beside it.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pandas as pd
+
+# (setting, group, metric) -> column title, in display order
+COLUMNS: tuple[tuple[tuple[str, str, str], str], ...] = (
+    (("closed", "many", "top1"), "Many"),
+    (("closed", "medium", "top1"), "Medium"),
+    (("closed", "few", "top1"), "Few"),
+    (("closed", "overall", "top1"), "Overall"),
+    (("closed", "overall", "macro_f1"), "Macro-F1"),
+    (("open", "many", "top1"), "Open many"),
+    (("open", "medium", "top1"), "Open medium"),
+    (("open", "few", "top1"), "Open few"),
+    (("open", "overall", "top1"), "Open overall"),
+    (("open", "overall", "f_measure"), "F-measure"),
+    (("open", "overall", "auroc"), "AUROC"),
+)
+KEYS = ("dataset", "method", "split", "setting", "group", "metric")
+
+
+def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Mean, std (ddof=1; NaN for one seed) and seed count of every metric, in percent."""
+    g = metrics.groupby(list(KEYS), sort=False)["value"]
+    out = g.agg(mean="mean", std="std", n_seeds="count").reset_index()
+    out[["mean", "std"]] = out[["mean", "std"]] * 100.0
+    return out.rename(columns={"method": "run"})
+
+
+def paper_key(setting: str, group: str, metric: str) -> str:
+    return f"{setting}/{group}/{metric}"
+
+
+def build_table(summary: pd.DataFrame, runs: Mapping, paper: Mapping | None = None,
+                split: str = "test") -> pd.DataFrame:
+    """Wide table (one row per run, in config order) with numeric mean/std columns and, where
+    config names them, the paper's figures. Column names: '<title>' mean, '<title> std',
+    '<title> (paper)'."""
+    paper = paper or {}
+    s = summary[summary["split"] == split]
+    order = [r for r in runs if r in set(s["run"])]
+    rows = []
+    for run in order:
+        sub = s[s["run"] == run].set_index(["setting", "group", "metric"])
+        row = {"Run": runs[run].get("label") or run, "Seeds": int(sub["n_seeds"].max()) if len(sub) else 0}
+        for key, title in COLUMNS:
+            if key in sub.index:
+                row[title] = float(sub.loc[key, "mean"])
+                row[f"{title} std"] = float(sub.loc[key, "std"])
+            else:
+                row[title], row[f"{title} std"] = np.nan, np.nan
+            reported = paper.get(run, {}).get(paper_key(*key))
+            if reported is not None:
+                row[f"{title} (paper)"] = float(reported)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(mean: float, std: float) -> str:
+    if np.isnan(mean):
+        return "–"
+    return f"{mean:.2f}" if np.isnan(std) else f"{mean:.2f} ± {std:.2f}"
+
+
+def display_table(wide: pd.DataFrame) -> pd.DataFrame:
+    """Strings 'mean ± std' (percent), with paper columns beside ours."""
+    out = pd.DataFrame({"Run": wide["Run"], "Seeds": wide["Seeds"]})
+    for _, title in COLUMNS:
+        if title not in wide:
+            continue
+        out[title] = [_fmt(m, s) for m, s in zip(wide[title], wide[f"{title} std"])]
+        if f"{title} (paper)" in wide:
+            out[f"{title} (paper)"] = [("–" if np.isnan(v) else f"{v:.2f}") for v in wide[f"{title} (paper)"]]
+    return out
+
+
+def to_markdown(wide: pd.DataFrame, title: str, notes: list[str]) -> str:
+    body = display_table(wide).to_markdown(index=False)
+    return f"# {title}\n\n" + "".join(f"{n}\n\n" for n in notes) + body + "\n"
+
+
+def to_latex(wide: pd.DataFrame, caption: str) -> str:
+    disp = display_table(wide)
+    disp = disp.map(lambda v: str(v).replace("±", r"$\pm$").replace("_", r"\_"))
+    disp.columns = [c.replace("_", r"\_") for c in disp.columns]
+    return disp.to_latex(index=False, caption=caption, escape=False)

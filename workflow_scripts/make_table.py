@@ -1,0 +1,30 @@
+"""Rule table: one dataset's table over runs and seeds, in md, csv and tex."""
+
+import pandas as pd
+
+from longtail.io import write_text
+from longtail.runtime import log_to
+from longtail.tables import build_table, summarise, to_latex, to_markdown
+
+
+def main(smk) -> None:
+    log_to(smk.log[0])
+    metrics = pd.concat([pd.read_parquet(p) for p in smk.input.metrics], ignore_index=True)
+    wide = build_table(summarise(metrics), smk.params.runs, smk.params.paper)
+    d = smk.wildcards.dataset
+    shots = smk.params.shots
+    notes = [
+        smk.params.description or d,
+        f"Top-1 accuracy (%) on the balanced test split, mean ± std over seeds. Shot groups by training "
+        f"images: many > {shots.get('many', 100)}, few < {shots.get('few', 20)}, medium otherwise. Open set: "
+        f"max softmax < {smk.params.threshold} rejects; F-measure as in OLTR's evaluation.",
+    ]
+    write_text(to_markdown(wide, f"Results on {d}", notes), smk.output.md)
+    csv = wide.copy()
+    csv.insert(0, "dataset", d)
+    write_text(csv.to_csv(index=False), smk.output.csv)
+    write_text(to_latex(wide, f"Results on {d}: " + notes[1].replace("%", r"\%")), smk.output.tex)
+
+
+if __name__ == "__main__":
+    main(snakemake)  # noqa: F821
