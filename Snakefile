@@ -4,7 +4,11 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config.yaml"
+# The default experiment, unless the user names their own with --configfile (a preset then
+# replaces it instead of being merged into it).
+if not config:
+
+    configfile: "config.yaml"
 
 
 include: "rules/common.smk"

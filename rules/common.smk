@@ -39,6 +39,14 @@ def get_parent_model(wildcards):
     return f"results/train/{wildcards.dataset}/{parent}/seed{wildcards.seed}/model.pt"
 
 
+def get_parent_features(wildcards):
+    """Cached embeddings of the run named by `init_from` (classifier-stage methods use them)."""
+    parent = RUNS[wildcards.run].get("init_from")
+    if parent is None:
+        return []
+    return f"results/features/{wildcards.dataset}/{parent}/seed{wildcards.seed}.parquet"
+
+
 def get_open_threshold(wildcards):
     """A dataset's open-set threshold, else the global one."""
     ds = config["datasets"][wildcards.dataset]

@@ -6,6 +6,7 @@ rule train:
     input:
         samples="results/data/{dataset}/samples.parquet",
         parent=get_parent_model,
+        parent_features=get_parent_features,
     output:
         model="results/train/{dataset}/{run}/seed{seed}/model.pt",
         history="results/train/{dataset}/{run}/seed{seed}/history.parquet",

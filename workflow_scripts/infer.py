@@ -8,7 +8,7 @@ import torch
 from longtail.data import load_split
 from longtail.device import select_device
 from longtail.io import atomic_path, write_parquet
-from longtail.pipeline import PREDICTION_SPLITS, features_table, infer, load_trained, predictions_table
+from longtail.pipeline import FEATURE_SPLITS, PREDICTION_SPLITS, features_table, infer, load_trained, predictions_table
 from longtail.runtime import log_to, source_params
 from longtail.sources import load_source
 
@@ -21,10 +21,12 @@ def main(smk) -> None:
     method, model, info = load_trained(torch.load(smk.input.model, map_location="cpu", weights_only=False))
     device = select_device(smk.params.device, smk.threads)
     preds, feats = [], []
-    for split_name in PREDICTION_SPLITS:
+    present = set(samples["split"])
+    for split_name in (s for s in FEATURE_SPLITS if s in present):
         split = load_split(source, samples, split_name)
         logits, emb = infer(method, model, split, info, device)
-        preds.append(predictions_table(split, logits))
+        if split_name in PREDICTION_SPLITS:
+            preds.append(predictions_table(split, logits))
         feats.append(features_table(split, emb))
     write_parquet(pd.concat(preds, ignore_index=True), smk.output.predictions)
     with atomic_path(smk.output.features) as tmp:

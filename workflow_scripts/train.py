@@ -8,7 +8,7 @@ import yaml
 
 from longtail.device import select_device
 from longtail.io import torch_save, write_parquet, write_text
-from longtail.pipeline import train
+from longtail.pipeline import read_features, train
 from longtail.runtime import log_to, source_params
 from longtail.sources import load_source
 
@@ -23,6 +23,7 @@ def main(smk) -> None:
         run["method"], run.get("params", {}), pd.read_parquet(smk.input.samples), load_source(name, opts),
         seed=int(smk.wildcards.seed), device=select_device(smk.params.device, smk.threads),
         checkpoint=out_dir / "checkpoint.pt", parent=parent,
+        parent_features=read_features(smk.input.parent_features) if smk.input.parent_features else None,
     )
     write_parquet(history, smk.output.history)
     write_text(yaml.safe_dump({"run": smk.wildcards.run, "method": run["method"], "seed": int(smk.wildcards.seed),

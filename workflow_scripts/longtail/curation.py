@@ -59,6 +59,7 @@ class CurationConfig:
     step_fraction: float = 0.5
     class_order: str = "natural"  # or "permuted" (seeded)
     open_classes: tuple[str, ...] = ()
+    known_classes: tuple[str, ...] = ()  # empty = every class that is not open
     val_per_class: int = 20
     meta_per_class: int = 0
     meta_mode: str = "disjoint"  # "disjoint": carved out of the pool; "development": copies of train
@@ -71,6 +72,7 @@ class CurationConfig:
         d = dict(d)
         shots = ShotConfig(**d.pop("shots", {}))
         d["open_classes"] = tuple(str(c) for c in d.get("open_classes", ()))
+        d["known_classes"] = tuple(str(c) for c in d.get("known_classes", ()))
         return cls(shots=shots, **d)
 
 
@@ -126,7 +128,12 @@ def curate(source: SourceData, cfg: CurationConfig, seed: int = 0) -> tuple[pd.D
     rng = np.random.default_rng(seed)
     names = list(source.class_names)
     open_ids = _resolve_classes(names, cfg.open_classes, "open")
-    known = [c for c in range(len(names)) if c not in open_ids]
+    if cfg.known_classes:
+        known = _resolve_classes(names, cfg.known_classes, "known")
+        if set(known) & set(open_ids):
+            raise DataError("a class is listed both in known_classes and open_classes")
+    else:
+        known = [c for c in range(len(names)) if c not in open_ids]
     if cfg.class_order == "permuted":
         known = list(rng.permutation(known))
     elif cfg.class_order != "natural":

@@ -36,6 +36,10 @@ class DatasetInfo:
                    float(d.get("mean", 0.5)), float(d.get("std", 0.5)))
 
 
+# Cached embeddings by split: {split: (X (N, D) float32, labels (N,), sample_ids (N,))}
+FeatureSet = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
 @dataclass
 class SplitData:
     """One split in memory: images (N, C, H, W) uint8, labels (N,) int64, sample ids."""

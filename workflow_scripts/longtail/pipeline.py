@@ -15,19 +15,25 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from .data import DatasetInfo, SplitData, batches, dataset_info, load_split, to_input
+from .data import DatasetInfo, FeatureSet, SplitData, batches, dataset_info, load_split, to_input
 from .device import DeviceSetup
 from .methods import Method, create_method
 from .sources import SourceData
 from .trainer import TrainRun, fingerprint, rng_state
 
 PREDICTION_SPLITS = ("val", "test", "open")
+# Embeddings of every split, so classifier-stage methods (NCM, cRT, KT, MetaModelNet, OLTR's
+# centroids) start from cached features of their parent run instead of touching images again.
+FEATURE_SPLITS = ("train", "val", "meta", "test", "open")
 
 
 def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: SourceData, *, seed: int,
           device: DeviceSetup, checkpoint: Path, parent: Mapping | None = None,
-          progress: bool = True) -> tuple[dict, pd.DataFrame]:
-    """Train one run; return (the model.pt dict, history). Resumes from ``checkpoint``."""
+          parent_features: FeatureSet | None = None, progress: bool = True) -> tuple[dict, pd.DataFrame]:
+    """Train one run; return (the model.pt dict, history). Resumes from ``checkpoint``.
+
+    ``parent``/``parent_features``: the model.pt dict and cached embeddings of the run named by
+    ``init_from`` (classifier-stage and two-stage methods)."""
     method = create_method(method_name, params)
     if method.requires_parent and parent is None:
         raise ValueError(f"method '{method_name}' starts from another run: set init_from in its config")
@@ -40,7 +46,8 @@ def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: Sour
     fp = fingerprint({"method": method_name, "config": method.cfg.to_dict(), "seed": seed,
                       "n": len(samples), "info": info.to_dict(),
                       "parent": parent.get("fingerprint") if parent else None})
-    run = TrainRun(splits["train"], splits["val"], info, device, seed, checkpoint, fp, meta, progress)
+    run = TrainRun(splits["train"], splits["val"], info, device, seed, checkpoint, fp, meta, progress,
+                   parent_features=parent_features)
     t0 = time.perf_counter()
     history = method.fit(model, run)
     model.to("cpu")
@@ -114,6 +121,18 @@ def features_table(split: SplitData, feats: np.ndarray) -> pa.Table:
         "label": pa.array(split.labels.numpy().astype(np.int64)),
         "feature": pa.FixedSizeListArray.from_arrays(flat, feats.shape[1] if feats.ndim == 2 else 0),
     })
+
+
+def read_features(path: str | Path) -> FeatureSet:
+    """Cached embeddings by split: {split: (X (N, D) float32, labels (N,), sample_ids (N,))}."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    split = np.asarray(table.column("split").to_pylist())
+    x = feature_matrix(table)
+    y = table.column("label").to_numpy()
+    ids = np.asarray(table.column("sample_id").to_pylist())
+    return {s: (x[split == s], y[split == s], ids[split == s]) for s in dict.fromkeys(split)}
 
 
 def feature_matrix(table: pa.Table | pd.DataFrame) -> np.ndarray:

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data import DatasetInfo, SplitData, batches, to_input
+from .data import DatasetInfo, FeatureSet, SplitData, batches, to_input
 from .device import DeviceSetup
 from .io import torch_save
 
@@ -80,6 +80,7 @@ class TrainRun:
     fingerprint: str
     meta: SplitData | None = None
     progress: bool = True
+    parent_features: FeatureSet | None = None  # embeddings of the init_from run, by split
 
 
 def fit(method: Any, model: nn.Module, run: TrainRun,
