@@ -15,7 +15,32 @@ include: "rules/common.smk"
 include: "rules/curate.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
+include: "rules/kt.smk"
+include: "rules/oltr.smk"
+include: "rules/mfm_common.smk"
+include: "rules/mfm.smk"
+include: "rules/metamodelnet.smk"
 include: "rules/figures.smk"
+
+
+# Seconds of pandas/matplotlib each: on a cluster they run on the submit host, not through sbatch.
+localrules:
+    all,
+    figures,
+    class_distribution,
+    evaluate,
+    table,
+    summary,
+    tsne,
+    kt_attention,
+    kt_embedding,
+    mmn_gain,
+    mfm_tsne,
+    mfm_confusion,
+    oltr_tsne,
+    oltr_threshold_sweep,
+    oltr_longtailness,
+    oltr_open_classes,
 
 
 rule all:

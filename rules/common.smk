@@ -7,9 +7,12 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
-from longtail.config_check import ConfigError, check_config  # noqa: E402
+from longtail.config_check import ConfigError, check_config, schema_error_line  # noqa: E402
 
-validate(config, schema="schemas/config.schema.yaml")
+try:
+    validate(config, schema="schemas/config.schema.yaml")
+except WorkflowError as exc:  # one line naming the key instead of jsonschema's multi-line dump
+    raise WorkflowError(f"config error: {schema_error_line(exc)}") from None
 try:
     check_config(config)
 except ConfigError as exc:
@@ -35,7 +38,7 @@ def get_parent_model(wildcards):
     """The checkpoint a run starts from (`init_from`), on the same dataset and seed; none else."""
     parent = RUNS[wildcards.run].get("init_from")
     if parent is None:
-        return []
+        return get_modulator_source(wildcards)  # MFM transfer across datasets (rules/mfm.smk), else []
     return f"results/train/{wildcards.dataset}/{parent}/seed{wildcards.seed}/model.pt"
 
 
@@ -50,7 +53,9 @@ def get_parent_features(wildcards):
 def get_open_threshold(wildcards):
     """A dataset's open-set threshold, else the global one."""
     ds = config["datasets"][wildcards.dataset]
-    return ds.get("open_threshold", config.get("open_threshold", 0.1))
+    if ds.get("open_threshold") is not None:
+        return ds["open_threshold"]
+    return config.get("open_threshold", 0.1)
 
 
 def dataset_metrics(dataset):
@@ -79,7 +84,8 @@ def get_figures(wildcards=None):
     for d in DATASETS:
         out.append(f"results/figures/{d}/class_distribution.png")
         out += [f"results/figures/{d}/tsne_{r}_seed{SEEDS[0]}.png" for r in tsne_runs(d)]
-    return out
+    out += get_mmn_figures()  # rules/metamodelnet.smk
+    return out + get_kt_figures() + get_oltr_figures() + get_mfm_figures()  # rules/kt.smk, oltr.smk, mfm.smk
 
 
 def get_tables(wildcards=None):

@@ -40,6 +40,7 @@ rule infer:
     params:
         source=lookup(dpath="datasets/{dataset}/source", within=config),
         device=config.get("device", "auto"),
+        feature_dtype=config.get("feature_dtype", "float32"),
     log:
         "results/logs/infer/{dataset}/{run}/seed{seed}.log",
     benchmark:

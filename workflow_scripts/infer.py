@@ -23,14 +23,14 @@ def main(smk) -> None:
     preds, feats = [], []
     present = set(samples["split"])
     for split_name in (s for s in FEATURE_SPLITS if s in present):
-        split = load_split(source, samples, split_name)
+        split = load_split(source, samples, split_name, workers=max(int(smk.threads) - 1, 0))
         logits, emb = infer(method, model, split, info, device)
         if split_name in PREDICTION_SPLITS:
             preds.append(predictions_table(split, logits))
-        feats.append(features_table(split, emb))
+        feats.append(features_table(split, emb, smk.params.feature_dtype))
     write_parquet(pd.concat(preds, ignore_index=True), smk.output.predictions)
     with atomic_path(smk.output.features) as tmp:
-        pq.write_table(pa.concat_tables(feats), tmp)
+        pq.write_table(pa.concat_tables(feats), tmp, row_group_size=65536)  # row groups = shards
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ def main(smk) -> None:
         seed=int(smk.wildcards.seed), device=select_device(smk.params.device, smk.threads),
         checkpoint=out_dir / "checkpoint.pt", parent=parent,
         parent_features=read_features(smk.input.parent_features) if smk.input.parent_features else None,
+        workers=max(int(smk.threads) - 1, 0),
     )
     write_parquet(history, smk.output.history)
     write_text(yaml.safe_dump({"run": smk.wildcards.run, "method": run["method"], "seed": int(smk.wildcards.seed),

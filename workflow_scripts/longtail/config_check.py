@@ -21,6 +21,22 @@ class ConfigError(ValueError):
     """A config value is wrong; the message names the key and the fix."""
 
 
+def schema_error_line(exc: BaseException) -> str:
+    """One line ``dotted.key: what is wrong`` from a JSON-schema failure.
+
+    ``exc`` is the jsonschema ValidationError, or the WorkflowError that snakemake.utils.validate
+    raised while handling one (then the ValidationError is its ``__context__``); anything else
+    yields its first line.
+    """
+    err: BaseException | None = exc
+    while err is not None and not hasattr(err, "absolute_path"):
+        err = err.__context__
+    if err is None:
+        return str(exc).strip().splitlines()[0]
+    path = ".".join(str(p) for p in err.absolute_path) or "<top level>"  # type: ignore[attr-defined]
+    return f"{path}: {err.message}"  # type: ignore[attr-defined]
+
+
 def check_config(config: Mapping) -> None:
     """Raise ConfigError on the first problem found."""
     runs = config["runs"]
@@ -86,7 +102,7 @@ def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
                           f"(n_max {n_max}); lower it or raise n_max")
     if profile == "pareto" and cur.get("n_min", 2) > n_max:
         raise ConfigError(f"{key}.curation.n_min: larger than n_max")
-    if names is not None and profile != "none":
+    if names is not None and profile not in ("none", "lists"):
         n_known = len(known_cls) or len(names) - len(open_cls)
         if n_known < 2:
             raise ConfigError(f"{key}.curation.open_classes: leaves {n_known} known class; need at least 2")

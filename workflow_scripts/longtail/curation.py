@@ -48,7 +48,8 @@ class CurationConfig:
 
     profile: ``exponential`` (n_i = floor(n_max * IF^(-i/(C-1))), CIFAR-LT), ``step`` (the first
     ``step_fraction`` of classes keep n_max, the rest n_max/IF), ``pareto`` (sizes drawn from a
-    Pareto(alpha) and mapped onto [n_min, n_max], as ImageNet-LT/Places-LT) or ``none`` (keep all).
+    Pareto(alpha) and mapped onto [n_min, n_max], as ImageNet-LT/Places-LT), ``none`` (keep all,
+    e.g. SUN-397's natural tail) or ``lists`` (the source's published split lists as they are).
     """
 
     profile: str = "exponential"
@@ -106,7 +107,8 @@ def class_sizes(
         rng = rng or np.random.default_rng(0)
         x = 1.0 + rng.pareto(pareto_alpha, n_classes)
         k = math.log(n_max / n_min) / math.log(x.max()) if x.max() > 1 else 0.0
-        n = np.clip(np.floor(n_min * x**k), n_min, n_max).astype(int)
+        # (+1e-9: the largest draw computes to n_max - 1e-13 in floating point and must floor to n_max)
+        n = np.clip(np.floor(n_min * x**k + 1e-9), n_min, n_max).astype(int)
         return np.sort(n)[::-1]
     raise ValueError(f"unknown long-tail profile '{profile}'; choose exponential, step, pareto or none")
 
@@ -125,6 +127,8 @@ def _resolve_classes(names: Sequence[str], wanted: Sequence[str], what: str) -> 
 
 def curate(source: SourceData, cfg: CurationConfig, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (samples, class_counts) tables; see DESIGN.md for their columns."""
+    if cfg.profile == "lists" or source.fixed_splits:
+        return curate_lists(source, cfg)
     rng = np.random.default_rng(seed)
     names = list(source.class_names)
     open_ids = _resolve_classes(names, cfg.open_classes, "open")
@@ -193,10 +197,34 @@ def curate(source: SourceData, cfg: CurationConfig, seed: int = 0) -> tuple[pd.D
             test = rng.permutation(test)[: cfg.open_per_class]
         add("open", "test", np.sort(test), -1, names[c], 0, "open")
 
+    return _tables(rows, cfg.shots, source)
+
+
+def _tables(rows: list[tuple], shots: ShotConfig, source: SourceData) -> tuple[pd.DataFrame, pd.DataFrame]:
     samples = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
     samples = samples.astype({"source_index": "int64", "label": "int64", "train_count": "int64"})
-    counts = class_counts(samples, cfg.shots)
-    return samples, counts
+    samples.attrs.update(source.provenance)  # saved in the parquet metadata (e.g. list checksums)
+    return samples, class_counts(samples, shots)
+
+
+def curate_lists(source: SourceData, cfg: CurationConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Samples of a source whose splits are fixed by published lists (ImageNet-LT, Places-LT).
+
+    Labels keep the lists' class ids (not re-ordered by frequency); the open list's samples get -1.
+    A source without a val list gets no val split."""
+    names = list(source.class_names)
+    counts = np.bincount(source.labels["train"], minlength=len(names))
+    rows: list[tuple] = []
+    for split, labels in source.labels.items():
+        if split not in SPLITS:
+            raise DataError(f"list split '{split}' is not one of {SPLITS}")
+        for i, lab in enumerate(labels):
+            if split == "open" or lab < 0:
+                rows.append((f"{split}-{i}", split, i, "open", -1, "open", 0, "open"))
+            else:
+                n = int(counts[lab])
+                rows.append((f"{split}-{i}", split, i, split, int(lab), names[lab], n, cfg.shots.group(n)))
+    return _tables(rows, cfg.shots, source)
 
 
 def class_counts(samples: pd.DataFrame, shots: ShotConfig) -> pd.DataFrame:

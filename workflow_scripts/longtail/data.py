@@ -25,15 +25,17 @@ class DatasetInfo:
     class_counts: tuple[int, ...]  # training images per class, index = label
     mean: float = 0.5
     std: float = 0.5
+    image_size: int = 0  # crop size of streamed images (0: in-memory images keep their size)
 
     def to_dict(self) -> dict:
         return {"num_classes": self.num_classes, "in_channels": self.in_channels,
-                "class_counts": list(self.class_counts), "mean": self.mean, "std": self.std}
+                "class_counts": list(self.class_counts), "mean": self.mean, "std": self.std,
+                "image_size": self.image_size}
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "DatasetInfo":
         return cls(int(d["num_classes"]), int(d["in_channels"]), tuple(int(c) for c in d["class_counts"]),
-                   float(d.get("mean", 0.5)), float(d.get("std", 0.5)))
+                   float(d.get("mean", 0.5)), float(d.get("std", 0.5)), int(d.get("image_size", 0)))
 
 
 # Cached embeddings by split: {split: (X (N, D) float32, labels (N,), sample_ids (N,))}
@@ -42,21 +44,46 @@ FeatureSet = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 @dataclass
 class SplitData:
-    """One split in memory: images (N, C, H, W) uint8, labels (N,) int64, sample ids."""
+    """One split: labels (N,) int64 and sample ids, with pixels either in memory (``images``:
+    uint8 (N, C, H, W)) or streamed from image files (``paths``) through a DataLoader."""
 
-    images: torch.Tensor
+    images: torch.Tensor | None
     labels: torch.Tensor
     sample_ids: np.ndarray
     split: str
+    paths: np.ndarray | None = None
+    workers: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    def iterate(self, batch_size: int, info: "DatasetInfo", device: torch.device, *, order: np.ndarray | None = None,
+                train: bool = False, channels_last: bool = False) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+        """Yield (indices, normalised float input on ``device``) batch by batch, in ``order``.
+
+        In memory: tensor slicing, no per-sample Python work. Streamed: a DataLoader with workers
+        and pinned memory decodes and augments each image (torchvision transforms v2)."""
+        chunks = list(batches(len(self), batch_size, order))
+        if train and len(chunks) > 1 and len(chunks[-1]) == 1:  # BatchNorm cannot train on one sample
+            chunks[-2:] = [np.concatenate(chunks[-2:])]
+        if self.images is not None:
+            for idx in chunks:
+                yield idx, to_input(self.images[idx], info, device, channels_last)
+            return
+        from .streaming import stream_batches
+
+        for idx, x in stream_batches(self.paths, chunks, info, train=train, workers=self.workers,
+                                     pin_memory=device.type == "cuda"):
+            x = x.to(device, non_blocking=True)
+            yield idx, x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 def dataset_info(samples: pd.DataFrame, source: SourceData) -> DatasetInfo:
     train = samples[samples["split"] == "train"]
     num_classes = int(samples.loc[samples["label"] >= 0, "label"].max()) + 1
     counts = np.bincount(train["label"].to_numpy(), minlength=num_classes)
+    if not source.in_memory:  # streamed RGB files, normalised with ImageNet statistics per channel
+        return DatasetInfo(num_classes, 3, tuple(int(c) for c in counts), image_size=source.image_size)
     sample_img = next(iter(source.images.values()))
     in_channels = 1 if sample_img.ndim == 3 else int(sample_img.shape[-1])
     # normalisation statistics of the training split only (no val/test leakage)
@@ -82,11 +109,16 @@ def _gather(source: SourceData, rows: pd.DataFrame) -> torch.Tensor:
     return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()  # (N, C, H, W)
 
 
-def load_split(source: SourceData, samples: pd.DataFrame, split: str) -> SplitData:
-    """Gather the images of one split, in the samples table's row order."""
+def load_split(source: SourceData, samples: pd.DataFrame, split: str, workers: int = 0) -> SplitData:
+    """The images of one split, in the samples table's row order: gathered into memory for small
+    sources, or as file paths streamed by a DataLoader with ``workers`` processes."""
     rows = samples[samples["split"] == split].reset_index(drop=True)
-    return SplitData(_gather(source, rows), torch.tensor(rows["label"].to_numpy(), dtype=torch.int64),
-                     rows["sample_id"].to_numpy(), split)
+    labels = torch.tensor(rows["label"].to_numpy(), dtype=torch.int64)
+    ids = rows["sample_id"].to_numpy()
+    if source.in_memory:
+        return SplitData(_gather(source, rows), labels, ids, split)
+    paths = np.array([source.paths[s][i] for s, i in zip(rows["source"], rows["source_index"])], dtype=object)
+    return SplitData(None, labels, ids, split, paths=paths, workers=workers)
 
 
 def to_input(images: torch.Tensor, info: DatasetInfo, device: torch.device,

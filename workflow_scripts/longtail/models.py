@@ -170,12 +170,43 @@ for _a in ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet1
     register_backbone(_a)(_torchvision(_a))
 
 
+class VGGBackbone(Backbone):
+    """torchvision VGG (MFM's MIT-67 backbone): conv ``features`` give the map; the embedding is
+    the 4096-d output of the classifier's second fc block (the layer before the logits)."""
+
+    def __init__(self, net: nn.Module, in_channels: int) -> None:
+        super().__init__()
+        if in_channels != 3:
+            first = net.features[0]
+            net.features[0] = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride,
+                                        first.padding)
+        self.features, self.avgpool = net.features, net.avgpool
+        self.fc = net.classifier[:-1]  # drop the 1000-way layer
+        self.dim = net.classifier[-1].in_features
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def embed(self, fmap: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(self.avgpool(fmap), 1))
+
+
+@register_backbone("vgg11")
+def vgg11(in_channels: int = 3, weights: str | None = None) -> Backbone:
+    import torchvision.models as tvm
+
+    return VGGBackbone(tvm.get_model("vgg11", weights=weights), in_channels)
+
+
 class CosineClassifier(nn.Module):
     """logits = s * cos(x, w_j) with a learnable scale s (initialised at 16, as in KT / OLTR)."""
 
     def __init__(self, dim: int, num_classes: int, scale: float = 16.0, learn_scale: bool = True) -> None:
         super().__init__()
-        self.weight = nn.Parameter(torch.randn(num_classes, dim) * 0.01)
+        # unit-norm rows: the angular step of a cosine head scales as lr * s / |w|^2, so the usual
+        # 0.01 * randn init (|w| ~ 0.1 in 128-D) turns every SGD step into a jump of ~1 rad and
+        # training collapses (LeNet embeddings die); unit rows keep it stable
+        self.weight = nn.Parameter(F.normalize(torch.randn(num_classes, dim), dim=1))
         self.scale = nn.Parameter(torch.tensor(float(scale)), requires_grad=learn_scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

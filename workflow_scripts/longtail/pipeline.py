@@ -17,6 +17,7 @@ from torch import nn
 
 from .data import DatasetInfo, FeatureSet, SplitData, batches, dataset_info, load_split, to_input
 from .device import DeviceSetup
+from .io import feature_matrix  # noqa: F401  (torch-free home; re-exported for old imports)
 from .methods import Method, create_method
 from .sources import SourceData
 from .trainer import TrainRun, fingerprint, rng_state
@@ -29,7 +30,8 @@ FEATURE_SPLITS = ("train", "val", "meta", "test", "open")
 
 def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: SourceData, *, seed: int,
           device: DeviceSetup, checkpoint: Path, parent: Mapping | None = None,
-          parent_features: FeatureSet | None = None, progress: bool = True) -> tuple[dict, pd.DataFrame]:
+          parent_features: FeatureSet | None = None, progress: bool = True,
+          workers: int = 0) -> tuple[dict, pd.DataFrame]:
     """Train one run; return (the model.pt dict, history). Resumes from ``checkpoint``.
 
     ``parent``/``parent_features``: the model.pt dict and cached embeddings of the run named by
@@ -41,8 +43,8 @@ def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: Sour
     torch.manual_seed(seed)
     model = method.build_model(info)
     method.init_model(model, parent)
-    splits = {s: load_split(source, samples, s) for s in ("train", "val")}
-    meta = load_split(source, samples, "meta") if (samples["split"] == "meta").any() else None
+    splits = {s: load_split(source, samples, s, workers) for s in ("train", "val")}
+    meta = load_split(source, samples, "meta", workers) if (samples["split"] == "meta").any() else None
     fp = fingerprint({"method": method_name, "config": method.cfg.to_dict(), "seed": seed,
                       "n": len(samples), "info": info.to_dict(),
                       "parent": parent.get("fingerprint") if parent else None})
@@ -85,8 +87,7 @@ def infer(method: Method, model: nn.Module, split: SplitData, info: DatasetInfo,
     if device.channels_last:
         model.to(memory_format=torch.channels_last)
     logits, feats = [], []
-    for idx in batches(len(split), batch_size):
-        x = to_input(split.images[idx], info, device.device, device.channels_last)
+    for _, x in split.iterate(batch_size, info, device.device, channels_last=device.channels_last):
         with device.autocast():
             lg, f = method.infer(model, x)
         logits.append(lg.float().cpu())
@@ -112,9 +113,11 @@ def predictions_table(split: SplitData, logits: np.ndarray, k: int = 5) -> pd.Da
     })
 
 
-def features_table(split: SplitData, feats: np.ndarray) -> pa.Table:
-    """Features contract: sample_id, split, label, feature (fixed-size list<float32>)."""
-    flat = pa.array(np.ascontiguousarray(feats, dtype=np.float32).ravel())
+def features_table(split: SplitData, feats: np.ndarray, dtype: str = "float32") -> pa.Table:
+    """Features contract: sample_id, split, label, feature (fixed-size list<float32|float16>).
+
+    float16 halves the cache of large datasets (ImageNet-LT: 186k x 2048); readers upcast."""
+    flat = pa.array(np.ascontiguousarray(feats, dtype=np.dtype(dtype)).ravel())
     return pa.table({
         "sample_id": pa.array(split.sample_ids.astype(str)),
         "split": pa.array([split.split] * len(split)),
@@ -135,9 +138,3 @@ def read_features(path: str | Path) -> FeatureSet:
     return {s: (x[split == s], y[split == s], ids[split == s]) for s in dict.fromkeys(split)}
 
 
-def feature_matrix(table: pa.Table | pd.DataFrame) -> np.ndarray:
-    """(N, D) float32 array from a features table's ``feature`` column."""
-    if isinstance(table, pd.DataFrame):
-        return np.stack(table["feature"].to_numpy()).astype(np.float32)
-    col = table.column("feature").combine_chunks()
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1).astype(np.float32)

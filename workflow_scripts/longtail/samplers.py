@@ -29,11 +29,16 @@ def available_samplers() -> list[str]:
 def create_sampler(name: str, labels: np.ndarray, num_epochs: int = 1, **params) -> "Sampler":
     if name not in _SAMPLERS:
         raise ValueError(f"unknown sampler '{name}'; choose one of {available_samplers()}")
-    return _SAMPLERS[name](np.asarray(labels), num_epochs=num_epochs, **params)
+    try:
+        return _SAMPLERS[name](np.asarray(labels), num_epochs=num_epochs, **params)
+    except TypeError as exc:  # an unknown key in sampler_params
+        raise ValueError(f"sampler '{name}': bad sampler_params ({exc})") from exc
 
 
 class Sampler:
     def __init__(self, labels: np.ndarray, num_epochs: int = 1) -> None:
+        if len(labels) == 0:
+            raise ValueError("cannot sample from an empty training split")
         self.labels = labels
         self.num_epochs = num_epochs
         self.classes, self.counts = np.unique(labels, return_counts=True)
@@ -73,6 +78,8 @@ class PowerSampler(Sampler):
     q=0 class-balanced. Epoch length = number of training images."""
 
     def __init__(self, labels: np.ndarray, num_epochs: int = 1, q: float = 0.5) -> None:
+        if q < 0:
+            raise ValueError(f"sampler_params.q must be >= 0, got {q}")
         super().__init__(labels, num_epochs)
         self.q = q
 
@@ -97,8 +104,10 @@ class ClassAwareSampler(Sampler):
     batch_size/per_class classes. Epoch length = number of training images."""
 
     def __init__(self, labels: np.ndarray, num_epochs: int = 1, per_class: int = 4) -> None:
+        if per_class < 1:
+            raise ValueError(f"sampler_params.per_class must be >= 1, got {per_class}")
         super().__init__(labels, num_epochs)
-        self.per_class = per_class
+        self.per_class = int(per_class)
 
     def class_probs(self, epoch: int = 0) -> np.ndarray:
         return np.full(len(self.classes), 1.0 / len(self.classes))
@@ -115,7 +124,9 @@ class ClassAwareSampler(Sampler):
 
 @register_sampler("progressive")
 class ProgressiveSampler(Sampler):
-    """Progressively-balanced sampling (decoupling): p_j(t) = (1 - t/T) p_j^IB + (t/T) p_j^CB."""
+    """Progressively-balanced sampling (Kang et al., ICLR 2020, Sec. 3): p_j(t) = (1 - t) p_j^IB +
+    t p_j^CB with t = epoch / (T - 1), so epoch 0 is instance-balanced and the last epoch is
+    class-balanced (the paper's t/T never quite reaches it). Epoch length = number of images."""
 
     def class_probs(self, epoch: int = 0) -> np.ndarray:
         t = epoch / max(self.num_epochs - 1, 1)

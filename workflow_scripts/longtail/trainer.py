@@ -9,6 +9,7 @@ produces the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import math
 import sys
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data import DatasetInfo, FeatureSet, SplitData, batches, to_input
+from .data import DatasetInfo, FeatureSet, SplitData
 from .device import DeviceSetup
 from .io import torch_save
 
@@ -42,7 +43,9 @@ def lr_at(cfg: Any, epoch: int, step: float = 0.0) -> float:
     """Learning rate at fractional epoch ``epoch + step`` (linear warm-up, then the schedule)."""
     t = epoch + step
     if cfg.warmup_epochs and t < cfg.warmup_epochs:
-        return cfg.lr * (t + 1e-8 + 1.0 / max(cfg.warmup_epochs, 1)) / cfg.warmup_epochs
+        # LDAM-DRW's warm-up: lr * e / W in (1-based) epoch e <= W, constant within an epoch, so it
+        # reaches lr in the last warm-up epoch and never exceeds it
+        return cfg.lr * (epoch + 1) / cfg.warmup_epochs
     if cfg.schedule == "cosine":
         return 0.5 * cfg.lr * (1 + math.cos(math.pi * t / max(cfg.epochs, 1)))
     if cfg.schedule == "step":
@@ -59,8 +62,7 @@ def accuracy(method: Any, model: nn.Module, split: SplitData, info: DatasetInfo,
         return float("nan")
     model.eval()
     correct = 0
-    for idx in batches(len(split), batch_size):
-        x = to_input(split.images[idx], info, dev.device, dev.channels_last)
+    for idx, x in split.iterate(batch_size, info, dev.device, channels_last=dev.channels_last):
         with dev.autocast():
             logits, _ = method.infer(model, x)
         correct += int((logits.argmax(1).cpu() == split.labels[idx]).sum())
@@ -88,7 +90,8 @@ def fit(method: Any, model: nn.Module, run: TrainRun,
     """Train ``model`` in place with ``method``'s sampler, loss and hyper-parameters.
 
     ``step_fn(model, x, y, epoch, loss_fn, optimizer, scaler, batch_idx)`` may replace the default
-    forward/backward/step (bilevel methods); it returns (loss, logits) after stepping.
+    forward/backward/step (bilevel methods); it returns (loss, logits) after stepping. A step_fn
+    with a parameter ``idx`` also receives the batch's training-sample positions (np.ndarray).
     Returns the per-epoch history (``HISTORY_COLUMNS``).
     """
     cfg, dev, info = method.cfg, run.device, run.info
@@ -101,6 +104,7 @@ def fit(method: Any, model: nn.Module, run: TrainRun,
                                 nesterov=cfg.nesterov)
     scaler = torch.amp.GradScaler(dev.device.type, enabled=dev.needs_scaler)
     sampler = method.create_sampler(run.train.labels.numpy())
+    wants_idx = step_fn is not None and "idx" in inspect.signature(step_fn).parameters
     history: list[dict] = []
     start = 0
     if run.checkpoint.exists():
@@ -123,16 +127,18 @@ def fit(method: Any, model: nn.Module, run: TrainRun,
         n_batches = -(-len(order) // cfg.batch_size)
         model.train()
         tot_loss, tot_correct, tot_n = 0.0, 0, 0
-        bar = tqdm(batches(len(order), cfg.batch_size, order), total=n_batches, file=sys.stderr,
-                   desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not run.progress, mininterval=5)
-        for b, idx in enumerate(bar):
+        stream = run.train.iterate(cfg.batch_size, info, dev.device, order=order, train=True,
+                                   channels_last=dev.channels_last)
+        bar = tqdm(stream, total=n_batches, file=sys.stderr, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not run.progress, mininterval=5)
+        for b, (idx, x) in enumerate(bar):
             lr = lr_at(cfg, epoch, b / n_batches)
             for g in optimizer.param_groups:
                 g["lr"] = lr
-            x = to_input(run.train.images[idx], info, dev.device, dev.channels_last)
             y = run.train.labels[idx].to(dev.device, non_blocking=True)
             if step_fn is not None:
-                loss, logits = step_fn(model, x, y, epoch, loss_fn, optimizer, scaler, b)
+                extra = {"idx": idx} if wants_idx else {}
+                loss, logits = step_fn(model, x, y, epoch, loss_fn, optimizer, scaler, b, **extra)
             else:
                 with dev.autocast():
                     loss, logits = method.training_loss(model, x, y, epoch, loss_fn)

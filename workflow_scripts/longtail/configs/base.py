@@ -11,12 +11,13 @@ from . import register_config
 # Names registered in longtail.models (a test keeps the two in step).
 BACKBONES = (
     "lenet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
-    "resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d",
+    "resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "vgg11",
 )
 HEADS = ("linear", "cosine")
 SCHEDULES = ("cosine", "step", "constant")
 # Names registered in longtail.samplers / longtail.losses (tests keep them in step).
 SAMPLERS = ("instance", "power", "sqrt", "class_balanced", "progressive", "oversample", "undersample")
+LOSSES = ("ce", "cost_sensitive", "cb_softmax", "cb_focal", "focal", "ldam", "balanced_softmax")
 
 
 def check_choice(key: str, value: Any, choices: tuple) -> None:
@@ -59,6 +60,7 @@ class TrainConfig:
         check_choice("head", self.head, HEADS)
         check_choice("schedule", self.schedule, SCHEDULES)
         check_choice("sampler", self.sampler, SAMPLERS)
+        check_choice("loss", self.loss, LOSSES)
         for key in ("epochs", "batch_size", "lr", "eval_batch_size"):
             check_positive(key, getattr(self, key))
         check_positive("weight_decay", self.weight_decay, strict=False)
