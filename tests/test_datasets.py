@@ -4,8 +4,6 @@ layouts: CIFAR python pickles, an ImageFolder tree of PNGs, published split list
 from __future__ import annotations
 
 import pickle
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +15,7 @@ from PIL import Image
 from longtail.curation import CurationConfig, curate
 from longtail.data import dataset_info, load_split
 from longtail.sources import DataError, load_source
+from smk_runs import smoke_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,6 +36,20 @@ def write_cifar10(root: Path, per_class_train: int = 12, per_class_test: int = 4
         pickle.dump({b"data": (rng.random((len(test), 3072)) * 255).astype(np.uint8), b"labels": test.tolist()}, fh)
     with open(base / "batches.meta", "wb") as fh:
         pickle.dump({b"label_names": [f"c{i}".encode() for i in range(10)]}, fh)
+
+
+def write_cifar100(root: Path, per_class_train: int = 3, per_class_test: int = 1) -> None:
+    """torchvision's cifar-100-python layout: train, test, meta with fine labels."""
+    base = root / "cifar-100-python"
+    base.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name, k in (("train", per_class_train), ("test", per_class_test)):
+        labels = np.repeat(np.arange(100), k)
+        with open(base / name, "wb") as fh:
+            pickle.dump({b"data": (rng.random((len(labels), 3072)) * 255).astype(np.uint8),
+                         b"fine_labels": labels.tolist(), b"coarse_labels": (labels // 5).tolist()}, fh)
+    with open(base / "meta", "wb") as fh:
+        pickle.dump({b"fine_label_names": [f"f{i}".encode() for i in range(100)]}, fh)
 
 
 def write_png(path: Path, colour: int, rng: np.random.Generator) -> None:
@@ -87,6 +100,13 @@ def test_cifar10_pickles_load_and_curate(tmp_path):
     assert dataset_info(samples, src).in_channels == 3
 
 
+def test_cifar100_fine_labels(tmp_path):
+    write_cifar100(tmp_path)
+    src = load_source("cifar100", {"root": str(tmp_path)})
+    assert src.images["train"].shape == (300, 32, 32, 3) and src.class_names[42] == "f42"
+    assert np.bincount(src.labels["test"]).tolist() == [1] * 100
+
+
 def test_cifar_missing_files_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="cifar-100-python"):
         load_source("cifar100", {"root": str(tmp_path)})
@@ -126,6 +146,7 @@ def layouts_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("layouts")
     write_cifar10(tmp / "cifar", per_class_train=12, per_class_test=4)
     write_image_folder(tmp / "folder")
+    write_cifar100(tmp / "cifar100", per_class_train=4, per_class_test=1)
     lists = write_lists(tmp / "lt")
     small = {"n_max": 10, "val_per_class": 1}
     cfg = {
@@ -134,6 +155,9 @@ def layouts_run(tmp_path_factory):
             "cifar10_lt": {"source": {"name": "cifar10", "root": str(tmp / "cifar")},
                            "curation": {"profile": "exponential", "imbalance_factor": 10,
                                         "open_classes": ["c9"], **small}},
+            "cifar100_lt": {"source": {"name": "cifar100", "root": str(tmp / "cifar100")},
+                            "curation": {"profile": "exponential", "n_max": 3, "imbalance_factor": 3,
+                                         "val_per_class": 1, "open_classes": ["f98", "f99"]}},
             "folder_lt": {"source": {"name": "image_folder", "root": str(tmp / "folder"), "image_size": 16},
                           "curation": {"profile": "pareto", "n_min": 2, "open_classes": ["class4"], **small}},
             "list_lt": {"source": {"name": "image_list", "root": str(tmp / "lt"), "lists": lists,
@@ -144,14 +168,10 @@ def layouts_run(tmp_path_factory):
         "tsne": {"runs": []},
     }
     (tmp / "config.yaml").write_text(yaml.safe_dump(cfg))
-    out = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(tmp),
-                          "--configfile", str(tmp / "config.yaml"), "--cores", "2", "-q"],
-                         capture_output=True, text=True)
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return tmp
+    return smoke_workflow(tmp, tmp / "config.yaml")
 
 
-@pytest.mark.parametrize("dataset", ["cifar10_lt", "folder_lt", "list_lt"])
+@pytest.mark.parametrize("dataset", ["cifar10_lt", "cifar100_lt", "folder_lt", "list_lt"])
 def test_layouts_through_the_workflow(layouts_run, dataset):
     metrics = pd.read_parquet(layouts_run / f"results/metrics/{dataset}/plain/seed0.parquet")
     assert {"closed", "open"} <= set(metrics["setting"])

@@ -2,16 +2,12 @@
 the core math on hand-made tensors, the frozen-backbone contract, and one end-to-end smoke run."""
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import torch.nn.functional as F
 
 from longtail import openmax as om
 from longtail.data import DatasetInfo, SplitData
@@ -20,6 +16,7 @@ from longtail.methods import create_method
 from longtail.methods.decoupled import (CosineMeansHead, ScaledHead, class_means, mean_class_accuracy,
                                         select_tau, tau_normalize)
 from longtail.trainer import TrainRun
+from smk_runs import smoke_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGE_METHODS = ("crt", "lws", "tau_norm", "ncm", "openmax")
@@ -262,12 +259,8 @@ SMOKE_RUNS = ("crt", "lws", "tau_norm", "ncm", "openmax")
 @pytest.fixture(scope="module")
 def smoke_dir(tmp_path_factory) -> Path:
     """The workflow on smoke_decoupled.yaml up to the classifier-stage runs' metrics, once."""
-    work = tmp_path_factory.mktemp("smoke_decoupled")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(work),
-           "--configfile", str(ROOT / "tests/configs/smoke_decoupled.yaml"), "-q", "--cores", "2",
-           *[f"results/metrics/fmnist_smoke/{r}/seed0.parquet" for r in SMOKE_RUNS]]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
+    work = smoke_workflow(tmp_path_factory.mktemp("smoke_decoupled"), ROOT / "tests/configs/smoke_decoupled.yaml",
+                          [f"results/metrics/fmnist_smoke/{r}/seed0.parquet" for r in SMOKE_RUNS])
     return work / "results"
 
 

@@ -4,9 +4,6 @@ hand-made parent, the few-shot-excluded backbone, and the smoke workflow end to 
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +17,7 @@ from longtail.data import DatasetInfo, SplitData
 from longtail.methods import create_method
 from longtail.models import CosineClassifier, LeNet, LongTailNet
 from longtail.trainer import TrainRun
+from smk_runs import smoke_workflow
 
 R2 = 1 / math.sqrt(2)
 
@@ -206,13 +204,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def kt_smoke(tmp_path_factory) -> Path:
     """The workflow on smoke_kt.yaml (a cosine backbone, a few-shot-excluded one, KT runs), once."""
-    workdir = tmp_path_factory.mktemp("kt_smoke")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(SMOKE_KT), "--cores", "2", "-q"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    return workdir
+    return smoke_workflow(tmp_path_factory.mktemp("kt_smoke"), SMOKE_KT)
 
 
 @pytest.mark.slow  # ~20 Snakemake jobs: over a minute even on an idle 2-core machine

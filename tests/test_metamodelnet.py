@@ -3,9 +3,6 @@ chain, the recursion order, the meta-net's falling loss, and the smoke workflow 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +12,7 @@ import torch
 
 from longtail import metamodelnet as M
 from longtail.configs import make_config
+from smk_runs import smoke_workflow
 
 
 # --- entry block floor(log2 n), clipped to the chain ----------------------------------------------
@@ -230,13 +228,7 @@ RUNS = ("plain", "metamodelnet", "metamodelnet_fix_split", "model_regression")
 
 @pytest.fixture(scope="module")
 def mmn_smoke(tmp_path_factory) -> Path:
-    workdir = tmp_path_factory.mktemp("mmn_smoke")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(SMOKE_MMN), "--cores", "2", "-q"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    return workdir
+    return smoke_workflow(tmp_path_factory.mktemp("mmn_smoke"), SMOKE_MMN)
 
 
 def test_smoke_mmn_table_and_figures(mmn_smoke):

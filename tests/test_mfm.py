@@ -295,16 +295,9 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def mfm_smoke(tmp_path_factory) -> Path:
     """The workflow on smoke_mfm.yaml (plain, mfm, mfm_phi, mw_net, l2rw, a cross-dataset transfer), once."""
-    import os
-    import subprocess
-    import sys
+    from smk_runs import smoke_workflow
 
-    workdir = tmp_path_factory.mktemp("mfm_smoke")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(SMOKE_MFM), "--cores", "2", "-q"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
-    return workdir
+    return smoke_workflow(tmp_path_factory.mktemp("mfm_smoke"), SMOKE_MFM)
 
 
 @pytest.mark.slow

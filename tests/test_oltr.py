@@ -5,9 +5,6 @@ workflow end to end (tests/configs/smoke_oltr.yaml)."""
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -33,6 +30,7 @@ from longtail.oltr import (
 )
 from longtail.plots_oltr import head_tail_classes, open_class_names, open_classes_sweep
 from longtail.trainer import TrainRun
+from smk_runs import smoke_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 INFO = DatasetInfo(4, 1, (40, 20, 8, 4))
@@ -300,13 +298,7 @@ TARGETS = (f"results/tables/{DS}.md", f"results/figures/{DS}/oltr_tsne_seed0.png
 
 @pytest.fixture(scope="module")
 def oltr_smoke(tmp_path_factory) -> Path:
-    work = tmp_path_factory.mktemp("oltr_smoke")
-    cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile",
-           str(SMOKE_OLTR), "--cores", "2", *TARGETS]
-    proc = subprocess.run(cmd, cwd=work, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert proc.returncode == 0, proc.stdout[-6000:]
-    return work
+    return smoke_workflow(tmp_path_factory.mktemp("oltr_smoke"), SMOKE_OLTR, TARGETS)
 
 
 @pytest.mark.slow

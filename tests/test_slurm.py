@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from smk_runs import (EPOCHS, METRICS, PREDICTIONS, ROOT, TRAIN_DIR, TRAIN_LOG, env, fault_config, read_history,
+from smk_runs import (EPOCHS, METRICS, ROOT, TRAIN_DIR, TRAIN_LOG, env, fault_config, read_history,
                       read_predictions, reference_run, smk_cmd, wait_for, write_config)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]

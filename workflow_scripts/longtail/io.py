@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
 import pandas as pd
 
 
@@ -53,11 +54,10 @@ def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
         fig.savefig(tmp, **kwargs)
 
 
-def feature_matrix(table: Any) -> "np.ndarray":
+def feature_matrix(table: Any) -> np.ndarray:
     """(N, D) float32 array from a features table's ``feature`` column (pyarrow Table or DataFrame).
 
     Lives here, not in ``pipeline``, so figure rules read embeddings without importing torch."""
-    import numpy as np
 
     if isinstance(table, pd.DataFrame):
         return np.stack(table["feature"].to_numpy()).astype(np.float32)

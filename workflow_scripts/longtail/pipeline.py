@@ -15,7 +15,7 @@ import pyarrow as pa
 import torch
 from torch import nn
 
-from .data import DatasetInfo, FeatureSet, SplitData, batches, dataset_info, load_split, to_input
+from .data import DatasetInfo, FeatureSet, SplitData, dataset_info, load_split
 from .device import DeviceSetup
 from .io import feature_matrix  # noqa: F401  (torch-free home; re-exported for old imports)
 from .methods import Method, create_method
