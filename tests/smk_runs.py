@@ -123,7 +123,7 @@ def smoke_workflow(workdir: Path, config: Path, targets: Sequence[str] = (), tim
     """The real workflow on ``config`` in ``workdir`` (2 cores, one torch thread per job), as the
     per-method end-to-end fixtures run it; fails the test with the tail of Snakemake's output."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(config), "--cores", "2", "-q", *targets]
+           "--configfile", str(config), "--cores", "2", *targets, "--quiet"]  # --quiet last: it takes values
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
