@@ -258,6 +258,14 @@ def test_default_config_on_real_fashion_mnist():
     if k:  # development copies (capped by class size) or a disjoint set of k per class
         dev = cur.get("meta_mode", "disjoint") == "development"
         sizes["meta"] = sum(min(k, n) for n in counts["n_train"]) if dev else 8 * k
+    # MFM appendix C.1 subsets of the 500-per-class test split at test imbalance 10:
+    # floor(500 * 10^(-i/7)) = 500, 359, 258, 186, 134, 96, 69, 50 (sum 1652); Test-1 reverses them
+    # and flattens the first 8 // 2 = 4 classes to 50: 4 * 50 + 186 + 258 + 359 + 500 = 1503.
+    if "reversed" in cur.get("imbalanced_tests", []):
+        sizes["test_reversed"] = 1503
+        assert counts["n_test_reversed"].tolist() == [50, 50, 50, 50, 186, 258, 359, 500]
+    if "permuted" in cur.get("imbalanced_tests", []):
+        sizes["test_permuted"] = 1652
     assert samples.groupby("split").size().to_dict() == sizes
     # pixels of the curated rows carry the class the row names
     for source_split, grp in samples.groupby("source"):

@@ -5,6 +5,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from longtail.curation import imbalanced_test_predictions
 from longtail.data import load_split
 from longtail.device import select_device
 from longtail.io import atomic_path, write_parquet
@@ -28,7 +29,8 @@ def main(smk) -> None:
         if split_name in PREDICTION_SPLITS:
             preds.append(predictions_table(split, logits))
         feats.append(features_table(split, emb, smk.params.feature_dtype))
-    write_parquet(pd.concat(preds, ignore_index=True), smk.output.predictions)
+    # + rows of the imbalanced test splits (copies of test rows: their test predictions)
+    write_parquet(imbalanced_test_predictions(pd.concat(preds, ignore_index=True), samples), smk.output.predictions)
     with atomic_path(smk.output.features) as tmp:
         pq.write_table(pa.concat_tables(feats), tmp, row_group_size=65536)  # row groups = shards
 

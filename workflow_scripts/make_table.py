@@ -4,7 +4,7 @@ import pandas as pd
 
 from longtail.io import write_text
 from longtail.runtime import log_to
-from longtail.tables import build_table, summarise, to_latex, to_markdown
+from longtail.tables import build_table, summarise, table_notes, to_latex, to_markdown
 
 
 def main(smk) -> None:
@@ -18,6 +18,7 @@ def main(smk) -> None:
         f"Top-1 accuracy (%) on the balanced test split, mean ± std over seeds. Shot groups by training "
         f"images: many > {shots.get('many', 100)}, few < {shots.get('few', 20)}, medium otherwise. Open set: "
         f"max softmax < {smk.params.threshold} rejects; F-measure as in OLTR's evaluation.",
+        *table_notes(wide),
     ]
     write_text(to_markdown(wide, f"Results on {d}", notes), smk.output.md)
     csv = wide.copy()

@@ -100,6 +100,12 @@ def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
     if profile in ("exponential", "step") and n_max / imb < 1:
         raise ConfigError(f"{key}.curation.imbalance_factor: {imb} leaves the smallest class under 1 image "
                           f"(n_max {n_max}); lower it or raise n_max")
+    n_test, test_imb = cur.get("test_per_class"), cur.get("test_imbalance_factor", 10)
+    if test_imb is None and profile in ("exponential", "step"):
+        test_imb = imb  # null = the training imbalance (other profiles: known only after curation)
+    if cur.get("imbalanced_tests") and n_test is not None and test_imb is not None and n_test / test_imb < 1:
+        raise ConfigError(f"{key}.curation.test_imbalance_factor: {test_imb} leaves the smallest class of the "
+                          f"imbalanced tests under 1 image (test_per_class {n_test}); lower it")
     if profile == "pareto" and cur.get("n_min", 2) > n_max:
         raise ConfigError(f"{key}.curation.n_min: larger than n_max")
     if names is not None and profile not in ("none", "lists"):

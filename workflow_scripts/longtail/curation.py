@@ -3,6 +3,14 @@
 Pure functions of a :class:`~longtail.sources.SourceData` and a :class:`CurationConfig`; the
 ``curate`` rule only writes what they return. Known classes are relabelled 0..C-1 from head to
 tail, so label order equals frequency order; open-set samples carry label -1.
+
+Imbalanced test splits (MFM appendix C.1, opt-in ``imbalanced_tests``): Test-1 ``test_reversed``
+and Test-2 ``test_permuted`` are subsets of the balanced test split. samples.parquet has one
+``split`` per row, so they are stored as extra rows: copies of the chosen test rows (same source
+image, label, class, shot group) whose sample_id is the test row's prefixed ``rev-`` / ``perm-``
+(as the "development" meta set copies training rows with ``dev-``). Every consumer that selects
+rows by split keeps working; the predictions of the copies are the test predictions of the same
+images (:func:`imbalanced_test_predictions`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,11 @@ import pandas as pd
 from .sources import DataError, SourceData
 
 SPLITS = ("train", "val", "meta", "test", "open")
+# MFM appendix C.1 imbalanced test sets: config name -> split name, and the sample_id prefix of
+# their rows (copies of test rows). Test-1 = reversed, Test-2 = permuted.
+IMBALANCED_TESTS = {"reversed": "test_reversed", "permuted": "test_permuted"}
+IMBALANCED_TEST_SPLITS = tuple(IMBALANCED_TESTS.values())
+IMBALANCED_TEST_PREFIX = {"reversed": "rev-", "permuted": "perm-"}
 SAMPLE_COLUMNS = (
     "sample_id", "source", "source_index", "split", "label", "class_name", "train_count", "shot_group",
 )
@@ -67,6 +80,23 @@ class CurationConfig:
     test_per_class: int | None = None
     open_per_class: int | None = None
     shots: ShotConfig = field(default_factory=ShotConfig)
+    # MFM appendix C.1 (see imbalanced_test_sizes): which imbalanced test splits to add, the
+    # imbalance of their profile (the paper: 10 whatever the training imbalance; None = the
+    # training one), how many head classes Test-1 truncates to its smallest count (None = C // 2,
+    # the paper's "first five" of CIFAR-10's 10) and the seed of their draws (None = ``seed``).
+    imbalanced_tests: tuple[str, ...] = ()
+    test_imbalance_factor: float | None = 10.0
+    reversed_flat_classes: int | None = None
+    imbalanced_test_seed: int | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.imbalanced_tests) - set(IMBALANCED_TESTS))
+        if unknown:
+            raise ValueError(f"imbalanced_tests: unknown {unknown}; choose from {list(IMBALANCED_TESTS)}")
+        if self.test_imbalance_factor is not None and self.test_imbalance_factor < 1:
+            raise ValueError(f"test_imbalance_factor: must be >= 1, got {self.test_imbalance_factor}")
+        if self.reversed_flat_classes is not None and self.reversed_flat_classes < 0:
+            raise ValueError(f"reversed_flat_classes: must be >= 0, got {self.reversed_flat_classes}")
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "CurationConfig":
@@ -74,6 +104,7 @@ class CurationConfig:
         shots = ShotConfig(**d.pop("shots", {}))
         d["open_classes"] = tuple(str(c) for c in d.get("open_classes", ()))
         d["known_classes"] = tuple(str(c) for c in d.get("known_classes", ()))
+        d["imbalanced_tests"] = tuple(str(c) for c in d.get("imbalanced_tests", ()))
         return cls(shots=shots, **d)
 
 
@@ -128,7 +159,17 @@ def _resolve_classes(names: Sequence[str], wanted: Sequence[str], what: str) -> 
 def curate(source: SourceData, cfg: CurationConfig, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Return (samples, class_counts) tables; see DESIGN.md for their columns."""
     if cfg.profile == "lists" or source.fixed_splits:
-        return curate_lists(source, cfg)
+        samples, counts = curate_lists(source, cfg)
+    else:
+        samples, counts = _curate_profile(source, cfg, seed)
+    if cfg.imbalanced_tests:
+        samples = add_imbalanced_tests(samples, cfg, seed)
+        counts = class_counts(samples, cfg.shots)
+    return samples, counts
+
+
+def _curate_profile(source: SourceData, cfg: CurationConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Long-tailed subsampling of a source by ``cfg.profile`` (every profile but ``lists``)."""
     rng = np.random.default_rng(seed)
     names = list(source.class_names)
     open_ids = _resolve_classes(names, cfg.open_classes, "open")
@@ -228,14 +269,117 @@ def curate_lists(source: SourceData, cfg: CurationConfig) -> tuple[pd.DataFrame,
 
 
 def class_counts(samples: pd.DataFrame, shots: ShotConfig) -> pd.DataFrame:
-    """One row per known class: label, class_name, train/val/meta/test counts, shot_group."""
+    """One row per known class: label, class_name, train/val/meta/test counts (and
+    n_test_reversed / n_test_permuted when those splits exist), shot_group."""
     known = samples[samples["label"] >= 0]
+    present = set(known["split"])
+    splits = ["train", "val", "meta", "test", *(s for s in IMBALANCED_TEST_SPLITS if s in present)]
     table = (
         known.groupby(["label", "class_name", "split"]).size().unstack("split", fill_value=0)
-        .reindex(columns=["train", "val", "meta", "test"], fill_value=0).reset_index()
+        .reindex(columns=splits, fill_value=0).reset_index()
     )
     table.columns.name = None
-    table = table.rename(columns={s: f"n_{s}" for s in ("train", "val", "meta", "test")})
+    table = table.rename(columns={s: f"n_{s}" for s in splits})
     table["shot_group"] = [shots.group(int(n)) for n in table["n_train"]]
     table["convention"] = shots.convention
     return table.sort_values("label").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------ imbalanced test splits
+
+
+def imbalanced_test_sizes(kind: str, n_classes: int, n_test: int, imbalance_factor: float, *,
+                          flat_classes: int | None = None,
+                          rng: np.random.Generator | None = None) -> np.ndarray:
+    """Test images per class of an MFM appendix C.1 test set, by training-frequency rank
+    (index 0 = the class with most training images).
+
+    Base profile: the training rule (MFM sec. 4, exponential) on the test set,
+    n'_r = floor(n_test * IF^(-r/(C-1))), r = 0..C-1.
+    ``reversed`` (Test-1): the frequencies reversed, c_r = n'_{C-1-r}, and the first
+    ``flat_classes`` ranks "truncated" to the same count, the smallest one n'_{C-1} (the paper:
+    "the first five class have the same number of samples" on CIFAR-10; None = C // 2).
+    ``permuted`` (Test-2): c_r = n'_{pi(r)} for a random permutation pi drawn from ``rng``.
+    """
+    base = class_sizes("exponential", n_classes, n_test, imbalance_factor)
+    if kind == "reversed":
+        sizes = base[::-1].copy()
+        k = n_classes // 2 if flat_classes is None else min(flat_classes, n_classes)
+        sizes[:k] = sizes[0]  # reversed: sizes[0] = n'_{C-1}, the smallest count
+        return sizes
+    if kind == "permuted":
+        rng = rng or np.random.default_rng(0)
+        return base[rng.permutation(n_classes)]
+    raise ValueError(f"imbalanced test '{kind}': choose from {list(IMBALANCED_TESTS)}")
+
+
+def _test_imbalance(cfg: CurationConfig, train_counts: np.ndarray) -> float:
+    """The test profile's imbalance: the configured one, else the training one (the profile's
+    imbalance_factor, or the realised max/min training count of non-parametric profiles)."""
+    if cfg.test_imbalance_factor is not None:
+        return float(cfg.test_imbalance_factor)
+    if cfg.profile in ("exponential", "step"):
+        return float(cfg.imbalance_factor)
+    return float(train_counts.max() / max(train_counts.min(), 1))
+
+
+def add_imbalanced_tests(samples: pd.DataFrame, cfg: CurationConfig, seed: int = 0) -> pd.DataFrame:
+    """``samples`` with the rows of the imbalanced test splits appended (copies of test rows).
+
+    Classes are ranked by training count (ties: lower label first), so "reversed" is reversed
+    with respect to the training frequencies also where labels are not head-to-tail ordered
+    (``lists`` sources). The profile's n_test is the smallest per-class test count, so every
+    class can supply its share. Each kind draws from its own generator, seeded by
+    (imbalanced_test_seed or seed, kind index): Test-2 is the same with or without Test-1.
+    """
+    test = samples[(samples["split"] == "test") & (samples["label"] >= 0)]
+    if test.empty:
+        raise DataError("imbalanced_tests: the dataset has no known-class test split to draw from")
+    per_class = test.groupby("label").agg(train_count=("train_count", "first"), n=("sample_id", "size"))
+    ranked = per_class.sort_values("train_count", ascending=False, kind="stable")  # labels ascending on ties
+    n_test = int(ranked["n"].min())
+    imbalance = _test_imbalance(cfg, ranked["train_count"].to_numpy())
+    base_seed = seed if cfg.imbalanced_test_seed is None else cfg.imbalanced_test_seed
+    parts = [samples]
+    for i, (kind, split) in enumerate(IMBALANCED_TESTS.items()):
+        if kind not in cfg.imbalanced_tests:
+            continue
+        rng = np.random.default_rng([base_seed, i])
+        sizes = imbalanced_test_sizes(kind, len(ranked), n_test, imbalance,
+                                      flat_classes=cfg.reversed_flat_classes, rng=rng)
+        if sizes.min() < 1:
+            raise DataError(f"imbalanced_tests: {kind} would leave a class without test images "
+                            f"({n_test} per class at imbalance {imbalance:g}); lower test_imbalance_factor")
+        for label, n_c in zip(ranked.index, sizes):
+            rows = test[test["label"] == label]
+            pick = np.sort(rng.permutation(len(rows))[: int(n_c)])  # keep the test split's row order
+            parts.append(rows.iloc[pick].assign(
+                split=split, sample_id=IMBALANCED_TEST_PREFIX[kind] + rows["sample_id"].iloc[pick]))
+    out = pd.concat(parts, ignore_index=True)
+    out.attrs.update(samples.attrs)
+    return out
+
+
+def imbalanced_test_predictions(predictions: pd.DataFrame, samples: pd.DataFrame) -> pd.DataFrame:
+    """``predictions`` with rows for the imbalanced test splits the samples table has.
+
+    Their rows are copies of test rows (the same image through the same network in eval mode),
+    so their predictions are the test predictions of those images, found through the samples
+    table's (source, source_index): exact and free. Predictions without a test split, or samples
+    without imbalanced splits, come back unchanged."""
+    copies = samples[samples["split"].isin(IMBALANCED_TEST_SPLITS)]
+    if copies.empty or not (predictions["split"] == "test").any():
+        return predictions
+    key = ["source", "source_index"]
+    test_ids = samples.loc[samples["split"] == "test", [*key, "sample_id"]].rename(
+        columns={"sample_id": "test_id"})
+    mapped = copies[[*key, "sample_id", "split"]].merge(test_ids, on=key, how="left", validate="many_to_one")
+    by_id = predictions[predictions["split"] == "test"].set_index("sample_id")
+    missing = ~mapped["test_id"].isin(by_id.index)
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} imbalanced-test rows have no test prediction "
+                         f"(e.g. {mapped.loc[missing, 'sample_id'].iloc[0]})")
+    extra = by_id.loc[mapped["test_id"]].reset_index(drop=True)
+    extra.insert(0, "sample_id", mapped["sample_id"].to_numpy())
+    extra["split"] = mapped["split"].to_numpy()
+    return pd.concat([predictions, extra[list(predictions.columns)]], ignore_index=True)

@@ -19,9 +19,18 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import f1_score, roc_auc_score
+
+from .curation import IMBALANCED_TEST_SPLITS
 
 UNKNOWN = -1
+
+
+def _sk_metrics():
+    """scikit-learn's metrics, imported on first use: it costs ~1 s per evaluate job otherwise."""
+    import sklearn.metrics
+
+    return sklearn.metrics
+
 GROUPS = ("many", "medium", "few")
 
 # Metric names of the long-form table.
@@ -87,7 +96,7 @@ def closed_set_metrics(test_df: pd.DataFrame, class_counts: pd.DataFrame) -> dic
         ERROR: 1.0 - top1,
         MEAN_CLASS_ACC: float(per_class["accuracy"].mean()),  # skips classes without samples
         # Restrict to labels present in the split: absent classes would add spurious zeros.
-        MACRO_F1: float(f1_score(y, p, labels=np.unique(y), average="macro", zero_division=0))
+        MACRO_F1: float(_sk_metrics().f1_score(y, p, labels=np.unique(y), average="macro", zero_division=0))
         if len(y) else float("nan"),
         **_group_accuracies(per_class, class_counts),
     }
@@ -143,9 +152,9 @@ def open_set_metrics(test_df: pd.DataFrame, open_df: pd.DataFrame, class_counts:
         F_MEASURE: f_measure(y_all, p_all),
         OPEN_REJECT_RATE: float(np.mean(open_preds == UNKNOWN)) if len(open_preds)
         else float("nan"),
-        AUROC: float(roc_auc_score(is_known, conf)) if 0 < is_known.sum() < len(is_known)
+        AUROC: float(_sk_metrics().roc_auc_score(is_known, conf)) if 0 < is_known.sum() < len(is_known)
         else float("nan"),
-        MACRO_F1: float(f1_score(y_all, p_all, labels=np.unique(y_all), average="macro",
+        MACRO_F1: float(_sk_metrics().f1_score(y_all, p_all, labels=np.unique(y_all), average="macro",
                                  zero_division=0)) if len(y_all) else float("nan"),
     }
 
@@ -168,7 +177,9 @@ def evaluate(predictions: pd.DataFrame, class_counts: pd.DataFrame, *, dataset: 
     """Long-form metrics table (columns METRICS_COLUMNS) for one run.
 
     Closed rows for ``eval_split``; closed rows for 'val' too when present (for tuning); open
-    rows for ``eval_split`` when the predictions contain an 'open' split.
+    rows for ``eval_split`` when the predictions contain an 'open' split; closed rows for each
+    imbalanced test split present (MFM appendix C.1 Test-1/Test-2: their overall top1/error are
+    sample-weighted, so they follow the split's skewed class frequencies).
     """
     by_split = {s: d for s, d in predictions.groupby("split", sort=False)}
     if eval_split not in by_split:
@@ -179,6 +190,8 @@ def evaluate(predictions: pd.DataFrame, class_counts: pd.DataFrame, *, dataset: 
     if "open" in by_split:
         rows += _rows(eval_split, "open", open_set_metrics(
             by_split[eval_split], by_split["open"], class_counts, threshold))
+    for split in (s for s in IMBALANCED_TEST_SPLITS if s in by_split and s != eval_split):
+        rows += _rows(split, "closed", closed_set_metrics(by_split[split], class_counts))
     table = pd.DataFrame(rows, columns=["split", "setting", "group", "metric", "value"])
     table.insert(0, "seed", int(seed))
     table.insert(0, "method", method)

@@ -23,11 +23,20 @@ def class_distribution(counts: pd.DataFrame, many: int, few: int, title: str = "
     ax.axhspan(few, many, color=GROUP_COLOURS["medium"], alpha=0.08, label=f"medium ({few}–{many})")
     ax.axhspan(0.8, few, color=GROUP_COLOURS["few"], alpha=0.08, label=f"few (< {few})")
     ax.set_ylim(0.8, top)
+    # MFM appendix C.1 imbalanced test splits, when curated (their Fig. 8b-c), over the same classes
+    for col, label, marker in (("n_test_reversed", "Test-1 (reversed)", "v"), ("n_test_permuted", "Test-2 (permuted)", "o")):
+        if col in c:
+            ax.plot(np.arange(len(c)), c[col], marker=marker, color="black", lw=0.8,
+                    ls="--" if marker == "v" else ":", label=f"{label} test images")
     ax.set_xticks(np.arange(len(c)))
     ax.set_xticklabels(c["class_name"], rotation=60, ha="right", fontsize=7)
-    ax.set_ylabel("training images (log)")
+    tests = any(col in c for col in ("n_test_reversed", "n_test_permuted"))
+    ax.set_ylabel("images (log)" if tests else "training images (log)")
     ax.set_title(title or "Class distribution")
-    ax.legend(loc="upper right", fontsize=8)
+    if tests:  # beside the axes: the test profiles cross the whole plot
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7)
+    else:
+        ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -3,6 +3,7 @@
 Columns follow OLTR's Table 3 layout: closed-set many / medium / few / overall top-1, open-set
 many / medium / few / overall top-1 and F-measure, plus macro-F1 and AUROC. Values in percent.
 Where config gives a paper's reported figure for a cell, a "(paper)" column stands beside it.
+Datasets with imbalanced test splits (MFM appendix C.1) get Test-1 / Test-2 top-1 error columns.
 """
 
 from __future__ import annotations
@@ -27,6 +28,16 @@ COLUMNS: tuple[tuple[tuple[str, str, str], str], ...] = (
     (("open", "overall", "auroc"), "AUROC"),
 )
 KEYS = ("dataset", "method", "split", "setting", "group", "metric")
+# Columns of other splits than the table's, (split, setting, group, metric) -> title, shown only
+# when the summary has that split: MFM appendix C.1 / Table 5 report top-1 ERROR on Test-1
+# (reversed frequencies) and Test-2 (permuted). Their paper keys are "split/setting/group/metric".
+SPLIT_COLUMNS: tuple[tuple[tuple[str, str, str, str], str], ...] = (
+    (("test_reversed", "closed", "overall", "error"), "Test-1 error"),
+    (("test_permuted", "closed", "overall", "error"), "Test-2 error"),
+)
+IMBALANCED_NOTE = ("Test-1 / Test-2 error (%): top-1 error on the imbalanced test subsets of MFM appendix C.1 "
+                   "(class frequencies of an exponential test profile reversed, head classes flattened / "
+                   "randomly permuted), sample-weighted.")
 
 
 def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
@@ -37,8 +48,14 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
     return out.rename(columns={"method": "run"})
 
 
-def paper_key(setting: str, group: str, metric: str) -> str:
-    return f"{setting}/{group}/{metric}"
+def paper_key(*key: str) -> str:
+    """'setting/group/metric' (table split) or 'split/setting/group/metric' (SPLIT_COLUMNS)."""
+    return "/".join(key)
+
+
+def table_notes(wide: pd.DataFrame) -> list[str]:
+    """Notes for the optional column families present in a wide table."""
+    return [IMBALANCED_NOTE] if any(title in wide for _, title in SPLIT_COLUMNS) else []
 
 
 def build_table(summary: pd.DataFrame, runs: Mapping, paper: Mapping | None = None,
@@ -49,6 +66,8 @@ def build_table(summary: pd.DataFrame, runs: Mapping, paper: Mapping | None = No
     paper = paper or {}
     s = summary[summary["split"] == split]
     order = [r for r in runs if r in set(s["run"])]
+    extra = [(key, title) for key, title in SPLIT_COLUMNS if (summary["split"] == key[0]).any()]
+    by_split = summary.set_index(["run", "split", "setting", "group", "metric"]) if extra else None
     rows = []
     for run in order:
         sub = s[s["run"] == run].set_index(["setting", "group", "metric"])
@@ -59,6 +78,13 @@ def build_table(summary: pd.DataFrame, runs: Mapping, paper: Mapping | None = No
                 row[f"{title} std"] = float(sub.loc[key, "std"])
             else:
                 row[title], row[f"{title} std"] = np.nan, np.nan
+            reported = paper.get(run, {}).get(paper_key(*key))
+            if reported is not None:
+                row[f"{title} (paper)"] = float(reported)
+        for key, title in extra:
+            hit = (run, *key) in by_split.index
+            row[title] = float(by_split.loc[(run, *key), "mean"]) if hit else np.nan
+            row[f"{title} std"] = float(by_split.loc[(run, *key), "std"]) if hit else np.nan
             reported = paper.get(run, {}).get(paper_key(*key))
             if reported is not None:
                 row[f"{title} (paper)"] = float(reported)
@@ -75,7 +101,7 @@ def _fmt(mean: float, std: float) -> str:
 def display_table(wide: pd.DataFrame) -> pd.DataFrame:
     """Strings 'mean ± std' (percent), with paper columns beside ours."""
     out = pd.DataFrame({"Run": wide["Run"], "Seeds": wide["Seeds"]})
-    for _, title in COLUMNS:
+    for _, title in (*COLUMNS, *SPLIT_COLUMNS):
         if title not in wide:
             continue
         out[title] = [_fmt(m, s) for m, s in zip(wide[title], wide[f"{title} std"])]
