@@ -9,7 +9,7 @@ SMK     := $(BIN)/snakemake
 CORES   ?= all
 PYTEST_ARGS ?=
 
-.PHONY: setup data run report figures test lint dag bench clean
+.PHONY: setup data run report figures preset test lint dag bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -34,6 +34,14 @@ report:
 
 figures: setup
 	$(SMK) --cores $(CORES) figures
+
+# A paper preset by name, in its own working directory so it never mixes with the default run:
+#   make preset PRESET=mfm_fmnist   ->  results/presets/mfm_fmnist/results/{tables,figures,...}
+PRESET ?=
+preset: setup
+	@test -f config/presets/$(PRESET).yaml || { echo "preset: set PRESET to one of: $$(ls config/presets | sed 's/.yaml//' | tr '\n' ' ')" >&2; exit 2; }
+	$(SMK) --configfile config/presets/$(PRESET).yaml --directory results/presets/$(PRESET) --cores $(CORES)
+	$(SMK) --configfile config/presets/$(PRESET).yaml --directory results/presets/$(PRESET) --report report.html
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
