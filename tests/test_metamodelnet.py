@@ -162,7 +162,10 @@ def test_batched_objective_and_gradient_match_the_definition_and_autograd():
         assert torch.allclose(g[p], gp, atol=1e-6)
 
 
-def test_batched_bank_matches_sklearn_logistic_regression():
+@pytest.mark.parametrize("precondition, newton_tail", [(True, 0), (False, 0), (True, 8)])
+def test_batched_bank_matches_sklearn_logistic_regression(precondition, newton_tail):
+    """Every solver path (per-class preconditioned L-BFGS from the union warm start, plain L-BFGS
+    from 0, all rows finished by Newton) reaches scikit-learn's optimum of the same objective."""
     from sklearn.linear_model import LogisticRegression
 
     x, y, _ = _toy_data()
@@ -170,7 +173,9 @@ def test_batched_bank_matches_sklearn_logistic_regression():
     rng = np.random.default_rng(3)
     pool = M.negative_pool(y, 10, rng)
     spec = M.draw_subsets(y, [(0, 1, 2), (2, 4, 2), (4, 6, 1)], rng)
-    theta, _ = M.fit_bank(z, torch.as_tensor(y), pool, spec, 0.05, max_iter=300, tol=1e-6)
+    theta, info = M.fit_bank(z, torch.as_tensor(y), pool, spec, 0.05, max_iter=300, tol=1e-6,
+                             precondition=precondition, newton_tail=newton_tail)
+    assert info.converged == 1.0 and info.max_grad < 1e-6
     for p in range(len(spec)):
         pos = spec.pos_index[spec.pos_model == p]
         neg = pool[y[pool] != spec.model_class[p]]
@@ -180,6 +185,89 @@ def test_batched_bank_matches_sklearn_logistic_regression():
         clf = LogisticRegression(C=20.0, tol=1e-8, max_iter=5000).fit(xs, ys, sample_weight=sw)
         ref = np.r_[clf.coef_[0], clf.intercept_]
         assert np.allclose(theta[p].numpy(), ref, atol=2e-3), (p, theta[p], ref)
+
+
+def _bank_problem(seed=4, l2=0.02):
+    x, y, counts = _toy_data(seed)
+    z = M.augment(x, *M.standardiser(x))
+    rng = np.random.default_rng(seed)
+    pool = M.negative_pool(y, 8, rng)
+    spec = M.draw_subsets(y, M.bank_requests(counts, 4, [5], "recur") + [(c, n, 1) for c, n in enumerate(counts)], rng)
+    return z, torch.as_tensor(y), pool, spec, l2
+
+
+def test_hessian_matches_autograd():
+    z, y, pool, spec, l2 = _bank_problem()
+    prob = M.OneVsRestProblem(z, y, pool, spec, l2)
+    theta = torch.randn(prob.P, prob.d) * 0.3
+    h = prob.hessian(theta)
+    for p in (0, 7, prob.P - 1):  # k = 1, a mid bank model, an all-data model (padded bucket)
+        def jp(t, p=p):
+            th = theta.clone()
+            th[p] = t
+            return prob.value_and_grad(th)[0][p]
+        ref = torch.autograd.functional.hessian(jp, theta[p])
+        assert torch.allclose(h[p], ref, atol=1e-5), p
+
+
+def test_subset_problem_is_those_rows_of_the_full_problem():
+    z, y, pool, spec, l2 = _bank_problem()
+    prob = M.OneVsRestProblem(z, y, pool, spec, l2)
+    theta = torch.randn(prob.P, prob.d) * 0.3
+    f, g = prob.value_and_grad(theta)
+    keep = torch.tensor([prob.P - 1, 3, 0, 11])  # any order
+    fs, gs = prob.subset(keep).value_and_grad(theta[keep])
+    assert torch.allclose(fs, f[keep], atol=1e-6) and torch.allclose(gs, g[keep], atol=1e-6)
+
+
+def test_union_spec_pools_each_class_positives_and_thins_evenly():
+    spec = M.BankSpec(np.array([2, 0, 2]), np.array([2, 1, 3]), np.array([10, 11, 5, 11, 12, 13]),
+                      np.array([0, 0, 1, 2, 2, 2]))
+    u = M.union_spec(spec)
+    assert u.model_class.tolist() == [0, 2] and u.model_k.tolist() == [1, 4]
+    assert u.pos_index.tolist() == [5, 10, 11, 12, 13] and u.pos_model.tolist() == [0, 1, 1, 1, 1]
+    thin = M.union_spec(spec, max_rows=2)  # rows 10..13 -> the first and the last
+    assert thin.model_k.tolist() == [1, 2] and thin.pos_index.tolist() == [5, 10, 13]
+
+
+def test_solver_paths_reach_the_same_optimum_and_stop_at_tol():
+    """Compaction of converged rows, the Newton tail, the preconditioner and the warm start change
+    only the path: every variant stops below tol, and the optima agree."""
+    z, y, pool, spec, l2 = _bank_problem()
+    runs = [M.fit_bank(z, y, pool, spec, l2, max_iter=400, tol=1e-5, **kw) for kw in (
+        dict(), dict(precondition=False, newton_tail=0), dict(compact=0.0, newton_tail=0),
+        dict(newton_tail=10_000), dict(warm_start=1, warm_rows=3))]
+    prob = M.OneVsRestProblem(z, y, pool, spec, l2)
+    for theta, info in runs:
+        assert info.converged == 1.0 and info.iterations < 400
+        assert float(prob.value_and_grad(theta)[1].abs().max()) < 1e-5
+        assert torch.allclose(theta, runs[0][0], atol=5e-3)
+
+
+def test_newton_is_skipped_beyond_its_budget_and_the_plain_path_still_converges():
+    """With a zero Newton budget neither the union warm start nor the Newton tail may run."""
+    z, y, pool, spec, l2 = _bank_problem()
+    calls = []
+    orig = M.newton
+    try:
+        M.newton = lambda *a, **k: calls.append(1) or orig(*a, **k)
+        theta, info = M.fit_bank(z, y, pool, spec, l2, max_iter=400, tol=1e-5, newton_budget=0)
+        assert not calls and info.converged == 1.0
+        M.fit_bank(z, y, pool, spec, l2, max_iter=400, tol=1e-5)
+        assert len(calls) >= 1  # the default budget admits the union warm start on this small problem
+    finally:
+        M.newton = orig
+
+
+def test_dead_feature_columns_keep_zero_weight_and_change_nothing_else():
+    """A feature that is 0 on every row gets weight exactly 0, the rest equals the solve without it."""
+    z, y, pool, spec, l2 = _bank_problem()
+    z_dead = torch.cat([z[:, :2], torch.zeros(len(z), 1), z[:, 2:]], 1)
+    theta, _ = M.fit_bank(z, y, pool, spec, l2, tol=1e-6, max_iter=300)
+    theta_d, info = M.fit_bank(z_dead, y, pool, spec, l2, tol=1e-6, max_iter=300)
+    assert theta_d.shape == (len(spec), z.shape[1] + 1) and info.converged == 1.0
+    assert torch.equal(theta_d[:, 2], torch.zeros(len(spec)))
+    assert torch.allclose(torch.cat([theta_d[:, :2], theta_d[:, 3:]], 1), theta, atol=1e-4)
 
 
 def test_fold_standardisation_gives_the_same_logits_on_raw_features():

@@ -14,9 +14,14 @@ Three pieces, each usable on its own (the method in ``methods/metamodelnet.py`` 
    which is exactly scikit-learn's ``LogisticRegression(C=1/l2)`` with those ``sample_weight``s
    (the benchmark fits the same models with it). The whole bank -- every class x k x subset, the
    many-shot models theta* (all of a class's images) included -- is ONE parameter tensor (P, D+1)
-   minimised by :func:`fit_one_vs_rest`: L-BFGS run independently per row (per-model curvature
-   pairs, step sizes and stopping), batched so every iteration is two (M, D+1) x (D+1, P) matmuls
-   and a scatter-add for the positives; on the GPU when the tensors live there.
+   minimised by :func:`fit_bank`: every class's "union" model (all its bank positives) is solved
+   first by exact Newton (:func:`newton`), every bank model starts from its class's one, and
+   L-BFGS (:func:`fit_one_vs_rest`) runs independently per row (per-model curvature pairs, step
+   sizes and stopping) with the inverse Hessian of the class's union model as its initial
+   matrix (a per-class preconditioner: LeNet features are ill-conditioned). Every iteration is
+   two (P, D+1) x (D+1, M) matmuls for the shared negative pool plus batched products over each
+   model's own positives; converged rows leave the batch and the last few stragglers finish with
+   Newton steps. On the GPU when the tensors live there.
 2. **MetaModelNet F** (Eq. 2, Fig. 2): a chain of N+1 residual blocks, block i = BN -> leaky ReLU
    -> FC with a skip, F_i(theta) = F_{i+1}(theta + f(theta; w_i)); a k-shot model enters at block
    floor(log2 k) (:func:`entry_block`). Every block's last FC starts at zero, so an untrained chain
@@ -129,173 +134,382 @@ def draw_subsets(labels: np.ndarray, requests: Iterable[tuple[int, int, int]], r
 
 @dataclass
 class FitInfo:
-    """How the batched solver ended: iterations, function evaluations (one per iteration plus the
-    start), the fraction of models whose max |gradient| fell below ``tol``, the worst one left."""
+    """How the batched solver ended: iterations (of the slowest model), batched gradient
+    evaluations, the fraction of models whose max |gradient| fell below ``tol``, the worst one
+    left, wall seconds, and the mean iterations per model (the work done, since converged models
+    leave the batch)."""
 
     iterations: int
     evaluations: int
     converged: float
     max_grad: float
     seconds: float
+    mean_iterations: float = 0.0
+
+
+def _pow2(k: np.ndarray) -> np.ndarray:
+    return (2 ** np.ceil(np.log2(np.maximum(k, 1)))).astype(np.int64)
 
 
 class OneVsRestProblem:
     """The batched objective J_p(theta_p) of every bank model p (see the module docstring).
 
     z: (N, D+1) standardised training features with bias column; labels (N,); negatives: row
-    indices of the shared pool. Per-model weights are built once: (M, P) for the pool (zero on the
-    model's own class) and (T,) for the positives."""
+    indices of the shared pool. Layout, built once:
+
+    * pool: ``neg_x`` (M, d) shared by every model and ``neg_wt`` (P, M) per-model weights
+      1/(2 n_neg) (zero on the model's own class): the pool's part of all P gradients is two
+      (P, d) x (d, M) matmuls;
+    * positives: models bucketed by k rounded up to a power of two; a bucket holds ``x`` (P_b, K, d)
+      (each model's own positives, zero-padded) and ``w`` (P_b, K) = 1/(2k) (0 on padding), so its
+      scores and gradients are two batched matrix-vector products (no per-positive scatter)."""
 
     def __init__(self, z: torch.Tensor, labels: torch.Tensor, negatives: np.ndarray, spec: BankSpec,
                  l2: float) -> None:
         dev = z.device
         self.P, self.d = len(spec), z.shape[1]
-        neg = torch.as_tensor(negatives, device=dev)
-        self.neg_x = z[neg]  # (M, d)
+        self.l2 = float(l2)
+        neg = torch.as_tensor(np.asarray(negatives, dtype=np.int64), device=dev)
+        self.neg_x = z[neg].contiguous()  # (M, d)
         mc = torch.as_tensor(spec.model_class, device=dev)
-        mask = (labels[neg][:, None] != mc[None, :]).to(z.dtype)  # (M, P)
-        n_neg = mask.sum(0)
+        self.model_class = mc
+        mask = (mc[:, None] != labels[neg][None, :]).to(z.dtype)  # (P, M)
+        n_neg = mask.sum(1, keepdim=True)
         if bool((n_neg == 0).any()):
             raise ValueError("a model's class has no negatives in the pool (one class only?)")
-        self.neg_w = mask / (2 * n_neg)  # each side totals 1/2
-        # positives grouped by class: model p's positives are rows of its class c, so all models of
-        # c score all rows of c in one matmul (n_c, d) x (d, P_c); the (n_c, P_c) weight matrix is
-        # 1/(2k) at the model's k positives and 0 elsewhere (sparse entries gathered by index)
-        self.groups: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
-        for c in np.unique(spec.model_class):
-            models = np.flatnonzero(spec.model_class == c)
-            rows = np.unique(spec.pos_index[np.isin(spec.pos_model, models)])
-            local_row = np.searchsorted(rows, spec.pos_index)
-            local_model = np.full(len(spec), -1)
-            local_model[models] = np.arange(len(models))
-            sel = np.isin(spec.pos_model, models)
-            flat = local_row[sel] * len(models) + local_model[spec.pos_model[sel]]  # into (n_c, P_c)
-            w = 1.0 / (2.0 * spec.model_k[spec.pos_model[sel]])
-            self.groups.append((torch.as_tensor(models, device=dev), z[torch.as_tensor(rows, device=dev)],
-                                torch.as_tensor(flat, device=dev), torch.as_tensor(w, dtype=z.dtype, device=dev)))
-        self.reg = torch.full((self.d,), float(l2), dtype=z.dtype, device=dev)
+        self.neg_wt = mask / (2 * n_neg)  # each side totals 1/2
+        order = np.argsort(spec.pos_model, kind="stable")
+        pm, pi = spec.pos_model[order], spec.pos_index[order]
+        starts = np.r_[0, np.cumsum(np.bincount(pm, minlength=self.P))[:-1]] if self.P else np.zeros(0, np.int64)
+        kk = np.bincount(pm, minlength=self.P)
+        if bool((kk == 0).any()):
+            raise ValueError("every bank model needs at least one positive")
+        size = _pow2(kk)
+        # (models (P_b,), x (P_b, K, d), x transposed (P_b, d, K) or None for K < 4, w (P_b, K))
+        self.buckets: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]] = []
+        for K in np.unique(size):
+            models = np.flatnonzero(size == K)
+            slot = np.arange(K)[None, :]
+            valid = slot < kk[models][:, None]  # (P_b, K)
+            rows = np.where(valid, pi[np.minimum(starts[models][:, None] + slot, len(pi) - 1)], 0)
+            x = z[torch.as_tensor(rows, device=dev)] * torch.as_tensor(valid, device=dev)[..., None].to(z.dtype)
+            w = torch.as_tensor(np.where(valid, 0.5 / kk[models][:, None], 0.0), dtype=z.dtype, device=dev)
+            # scores: (1, d) x (d, K) products on the transposed copy beat (K, d) x (d, 1) ones
+            xt = x.transpose(1, 2).contiguous() if K >= 4 else None
+            self.buckets.append((torch.as_tensor(models, device=dev), x, xt, w))
+        self.reg = torch.full((self.d,), self.l2, dtype=z.dtype, device=dev)
         self.reg[-1] = 0.0  # the bias is not penalised (as scikit-learn's lbfgs)
+
+    def hessian_cost(self) -> int:
+        """Multiply-adds of one :meth:`hessian` row at most: (M + largest K) d^2."""
+        return (self.neg_x.shape[0] + max((x.shape[1] for _, x, _, _ in self.buckets), default=0)) * self.d ** 2
+
+    def subset(self, keep: torch.Tensor) -> "OneVsRestProblem":
+        """The problem of the models ``keep`` ((P',) indices), in that order; shares the pool."""
+        new = object.__new__(OneVsRestProblem)
+        new.P, new.d, new.l2, new.reg, new.neg_x = len(keep), self.d, self.l2, self.reg, self.neg_x
+        new.model_class = self.model_class.index_select(0, keep)
+        new.neg_wt = self.neg_wt.index_select(0, keep)
+        pos = torch.full((self.P,), -1, dtype=torch.long, device=keep.device)
+        pos[keep] = torch.arange(len(keep), device=keep.device)
+        new.buckets = []
+        for models, x, xt, w in self.buckets:
+            sel = torch.nonzero(pos[models] >= 0).squeeze(1)
+            if len(sel):
+                new.buckets.append((pos[models[sel]], x.index_select(0, sel),
+                                    None if xt is None else xt.index_select(0, sel), w.index_select(0, sel)))
+        return new
 
     def value_and_grad(self, theta: torch.Tensor, value: bool = True
                        ) -> tuple[torch.Tensor | None, torch.Tensor]:
         """theta (P, d) -> (J (P,) or None when ``value`` is False, dJ/dtheta (P, d)), analytic.
 
-        The solver only needs gradients; skipping J saves the softplus pass over the (M, P)
-        pool scores (transcendentals dominate on CPUs without vectorised exp/log)."""
-        s_neg = self.neg_x @ theta.T  # (M, P)
-        g = (self.neg_w * torch.sigmoid(s_neg)).T @ self.neg_x  # (P, d)
-        f = (self.neg_w * F.softplus(s_neg)).sum(0) if value else None
-        for models, x, flat, w in self.groups:  # x (n_c, d): the rows of class c
-            th = theta.index_select(0, models)  # (P_c, d)
-            s_pos = (x @ th.T).view(-1)[flat]  # (T_c,) scores of each model's own positives
-            coef = torch.zeros(x.shape[0] * len(models), dtype=x.dtype, device=x.device)
-            coef[flat] = -w * torch.sigmoid(-s_pos)
-            g = g.index_add(0, models, coef.view(x.shape[0], len(models)).T @ x)
+        The solver only needs gradients; skipping J saves the softplus passes."""
+        s_neg = theta @ self.neg_x.T  # (P, M)
+        g = (self.neg_wt * torch.sigmoid(s_neg)) @ self.neg_x  # (P, d)
+        f = (self.neg_wt * F.softplus(s_neg)).sum(1) if value else None
+        for models, x, xt, w in self.buckets:  # x (P_b, K, d)
+            th = theta.index_select(0, models)
+            # (P_b, K) scores of each model's own positives
+            s_pos = (x * th[:, None, :]).sum(2) if xt is None else torch.bmm(th[:, None, :], xt).squeeze(1)
+            coef = -w * torch.sigmoid(-s_pos)
+            g.index_add_(0, models, torch.bmm(coef[:, None, :], x).squeeze(1) if x.shape[1] >= 4
+                         else (x * coef[:, :, None]).sum(1))
             if value:
-                f = f.index_add(0, models, torch.zeros(len(models), dtype=x.dtype, device=x.device).index_add(
-                    0, flat % len(models), w * F.softplus(-s_pos)))
+                f.index_add_(0, models, (w * F.softplus(-s_pos)).sum(1))
         if value:
             f = f + 0.5 * (theta * theta * self.reg).sum(1)
         return f, g + theta * self.reg
 
+    def hessian(self, theta: torch.Tensor) -> torch.Tensor:
+        """(P, d, d) exact Hessians sum_i w_i s_i (1 - s_i) z_i z_i^T + diag(l2, .., l2, 0): P d^2
+        (M + k) work, so used only for the few per-class warm-start models."""
+        sg = torch.sigmoid(theta @ self.neg_x.T)
+        a = self.neg_wt * sg * (1 - sg)  # (P, M)
+        h = torch.matmul(self.neg_x.T[None] * a[:, None, :], self.neg_x)  # (P, d, d)
+        for models, x, _, w in self.buckets:
+            sp = torch.sigmoid((x * theta.index_select(0, models)[:, None, :]).sum(2))
+            c = w * sp * (1 - sp)  # (P_b, K)
+            h.index_add_(0, models, torch.bmm(x.transpose(1, 2) * c[:, None, :], x))
+        return h + torch.diag(self.reg)
+
+
+def union_spec(spec: BankSpec, max_rows: int | None = None) -> BankSpec:
+    """One model per class of ``spec``: the union of the positives of all its models (the class's
+    'average' problem; the solver warm-starts from it and takes its Hessian as preconditioner),
+    thinned to ``max_rows`` evenly spaced rows when larger (it only needs to be representative)."""
+    classes = np.unique(spec.model_class)
+    cls_of_pos = spec.model_class[spec.pos_model]
+    rows = [np.unique(spec.pos_index[cls_of_pos == c]) for c in classes]
+    if max_rows is not None:
+        rows = [r if len(r) <= max_rows else r[np.linspace(0, len(r) - 1, max_rows).round().astype(np.int64)]
+                for r in rows]
+    return BankSpec(classes.astype(np.int64), np.array([len(r) for r in rows], np.int64),
+                    np.concatenate(rows).astype(np.int64),
+                    np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)]).astype(np.int64))
+
+
+def newton(problem: OneVsRestProblem, steps: int, theta0: torch.Tensor | None = None, tol: float = 0.0
+           ) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Up to ``steps`` damped Newton steps on every row (exact (d, d) Hessians, Cholesky solves; a
+    row whose J rose halves its step, up to 8 times), stopping once every row has max |gradient|
+    < ``tol``. Costs P d^2 (M + k) per step, so it runs only on few rows: the per-class warm
+    starts and the last stragglers of :func:`fit_one_vs_rest`. Returns (theta, max |g| (P,), steps)."""
+    x = problem.neg_x
+    theta = torch.zeros(problem.P, problem.d, dtype=x.dtype, device=x.device) if theta0 is None else theta0.clone()
+    f, g = problem.value_and_grad(theta)
+    gmax = g.abs().amax(1)
+    done_steps = 0
+    for _ in range(steps):
+        if bool((gmax < tol).all()):
+            break
+        done_steps += 1
+        L, bad = torch.linalg.cholesky_ex(problem.hessian(theta))
+        if bool(bad.any()):
+            break
+        direction = -torch.cholesky_solve(g[:, :, None], L).squeeze(2)
+        direction[gmax < tol] = 0.0
+        t = torch.ones(problem.P, device=theta.device)
+        for _ in range(8):
+            trial = theta + t[:, None] * direction
+            f_new, g_new = problem.value_and_grad(trial)
+            gmax_new = g_new.abs().amax(1)
+            # f_new may exceed f by float32 rounding near the optimum: allow that slack
+            ok = (f_new <= f + 1e-6 * f.abs()) | (gmax_new < tol)
+            if bool(ok.all()):
+                break
+            t = torch.where(ok, t, t / 2)
+        theta = torch.where(ok[:, None], trial, theta)
+        f, g, gmax = torch.where(ok, f_new, f), torch.where(ok[:, None], g_new, g), torch.where(ok, gmax_new, gmax)
+    return theta, gmax, done_steps
+
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    return (a * b).sum(1)
+    return torch.linalg.vecdot(a, b)  # row-wise dot products (P,)
 
 
 def fit_one_vs_rest(problem: OneVsRestProblem, max_iter: int = 100, tol: float = 1e-4, history: int = 5,
-                    theta0: torch.Tensor | None = None) -> tuple[torch.Tensor, FitInfo]:
-    """Minimise every J_p at once: per-row L-BFGS (two-loop recursion with per-row dot products),
-    one batched function evaluation per iteration.
+                    theta0: torch.Tensor | None = None, compact: float = 0.6, newton_tail: int = 0,
+                    h0: torch.Tensor | None = None, scale_h0: bool = True, step_growth: float = 4.0,
+                    newton_budget: float = 5e8) -> tuple[torch.Tensor, FitInfo]:
+    """Minimise every J_p at once: per-row L-BFGS (two-loop recursion with per-row dot products
+    and per-row scaling s.y / y.y), one batched gradient evaluation per iteration.
 
-    Step rule: a row tries step t along its L-BFGS direction; it accepts when Armijo's condition
-    holds (the decrease estimated from the two end-point slopes, so no function values are
-    computed), else it keeps its iterate and retries next iteration with t/4.
-    A row stops when max |gradient| < ``tol`` (scikit-learn's lbfgs criterion) or when its step
-    underflows. Returns (theta (P, d), FitInfo)."""
+    Step rule: a row tries step t along its direction; it accepts when Armijo's condition holds
+    (the decrease estimated from the two end-point slopes, so no function values are computed) or
+    when the trial already meets the stopping test, else it keeps its iterate and retries next
+    iteration with the step the two slopes' secant suggests (clamped to [t/10, t/2]); after an
+    accepted step the next one is min(1, ``step_growth`` t), so a row whose initial matrix
+    overshoots keeps a shorter step instead of failing every other iteration. Curvature
+    pairs live in a ring buffer; a row without a new pair (rejected step, no positive curvature)
+    stores a copy of its newest pair: the BFGS update with the same pair twice is that update
+    (idempotent), and the all-zero pairs of a young row are no-ops. A row stops when max |gradient|
+    < ``tol`` (scikit-learn's lbfgs criterion) or its step underflows. Once the rows still running
+    are fewer than ``compact`` x the batch, the batch is cut down to them (their rows of every
+    tensor); once at most ``newton_tail`` are left they finish with exact Newton steps
+    (:func:`newton`) if their Hessians cost at most ``newton_budget`` multiply-adds (not so for
+    wide features). ``h0`` (C, d, d), optional: per-class inverse Hessians, L-BFGS's initial
+    matrix for the models of class c (``problem.model_class``) instead of the identity, scaled by
+    s.y / y.h0 y of the newest pair when ``scale_h0``. Returns (theta (P, d), FitInfo)."""
     t_start = time.perf_counter()
     P, d = problem.P, problem.d
-    dev = problem.neg_x.device
-    theta = torch.zeros(P, d, device=dev) if theta0 is None else theta0.clone()
+    dev, dt = problem.neg_x.device, problem.neg_x.dtype
+    out = torch.zeros(P, d, dtype=dt, device=dev) if theta0 is None else theta0.clone()
+    theta = out.clone()
+    ids = torch.arange(P, device=dev)  # global model of each batch row
     _, g = problem.value_and_grad(theta, value=False)
-    evals = 1
-    S: list[torch.Tensor] = []
-    Y: list[torch.Tensor] = []
-    R: list[torch.Tensor] = []
+    evals, iters_sum = 1, 0
+    gmax_out = torch.zeros(P, dtype=dt, device=dev)
+    S = torch.zeros(history, P, d, dtype=dt, device=dev)
+    Y = torch.zeros(history, P, d, dtype=dt, device=dev)
+    R = torch.zeros(history, P, dtype=dt, device=dev)  # 1 / s.y (0 for an empty slot)
+    n_pairs, head = 0, 0  # slot head - 1 is the newest
+
+    def class_groups(cls: torch.Tensor) -> list[tuple[int, int, torch.Tensor]]:
+        """(start, end, h0[c]) of the contiguous run of each class (rows are kept sorted by class)."""
+        c_ids, counts = torch.unique_consecutive(cls, return_counts=True)
+        ends = np.cumsum(counts.tolist())
+        return [(int(e - n), int(e), h0[c]) for c, n, e in zip(c_ids.tolist(), counts.tolist(), ends)]
+
+    groups: list[tuple[int, int, torch.Tensor]] = []
+    if h0 is not None:  # sort the rows by class so that H0 applies to slices
+        order = torch.argsort(problem.model_class, stable=True)
+        problem, ids, theta = problem.subset(order), ids[order], theta[order]
+        g = g[order]
+        groups = class_groups(problem.model_class)
+
+    def apply_h0(v: torch.Tensor) -> torch.Tensor:
+        return torch.cat([v[a:b] @ hc for a, b, hc in groups])
+
     gnorm = g.abs().amax(1)
-    step = torch.clamp(1.0 / g.norm(dim=1).clamp_min(1e-12), max=1.0)  # first step: |t g| <= 1
+    if h0 is None:
+        step = torch.clamp(1.0 / g.norm(dim=1).clamp_min(1e-12), max=1.0)  # first step: |t g| <= 1
+    else:
+        step = torch.ones(P, dtype=dt, device=dev)  # a Newton-like first direction
     done = gnorm < tol
     it = 0
     for it in range(1, max_iter + 1):
-        if bool(done.all()):
+        n_left = int((~done).sum())
+        if n_left == 0:
             it -= 1
             break
+        if len(ids) > 4 and n_left < compact * len(ids):  # drop finished rows from the batch
+            fin = torch.nonzero(done).squeeze(1)
+            out[ids[fin]] = theta[fin]
+            gmax_out[ids[fin]] = gnorm[fin]
+            keep = torch.nonzero(~done).squeeze(1)
+            problem = problem.subset(keep)
+            ids, theta, g, step, gnorm, done = (v.index_select(0, keep) for v in (ids, theta, g, step, gnorm, done))
+            S, Y, R = S.index_select(1, keep), Y.index_select(1, keep), R.index_select(1, keep)
+            groups = class_groups(problem.model_class) if h0 is not None else []
+        if n_left <= newton_tail and n_left * problem.hessian_cost() <= newton_budget:  # the last few: Newton
+            left = torch.nonzero(~done).squeeze(1)
+            th_left, g_left, n_steps = newton(problem.subset(left), max_iter - it + 1, theta[left], tol)
+            theta[left], gnorm[left] = th_left, g_left
+            iters_sum += n_left * n_steps
+            it += n_steps - 1
+            break
+        iters_sum += n_left
+        # two-loop recursion: q = H g with H the L-BFGS inverse Hessian of each row
         q = g.clone()
+        slots = [(head - 1 - i) % history for i in range(n_pairs)]  # newest first
         alphas = []
-        for s, y, r in zip(reversed(S), reversed(Y), reversed(R)):
-            a = r * _dot(s, q)
+        for j in slots:
+            a = R[j] * _dot(S[j], q)
             alphas.append(a)
-            q -= a[:, None] * y
-        if S:
-            yy = _dot(Y[-1], Y[-1])
-            gamma = torch.where(yy > 0, _dot(S[-1], Y[-1]) / yy.clamp_min(1e-30), torch.ones_like(yy))
-            q *= gamma[:, None]
-        for (s, y, r), a in zip(zip(S, Y, R), reversed(alphas)):
-            b = r * _dot(y, q)
-            q += (a - b)[:, None] * s
-        direction = -q
-        slope = _dot(g, direction)
+            q.addcmul_(a[:, None], Y[j], value=-1.0)
+        if h0 is not None:
+            q = apply_h0(q)
+        if n_pairs and (h0 is None or scale_h0):
+            sn, yn = S[slots[0]], Y[slots[0]]
+            yy = _dot(yn, yn if h0 is None else apply_h0(yn))
+            q *= torch.where(yy > 0, _dot(sn, yn) / yy.clamp_min(1e-30), torch.ones_like(yy))[:, None]
+        for j, a in zip(reversed(slots), reversed(alphas)):
+            q.addcmul_((a - R[j] * _dot(Y[j], q))[:, None], S[j])
+        slope = -_dot(g, q)  # along direction -q
         bad = slope >= 0  # not a descent direction (stale curvature): fall back to -g
         if bool(bad.any()):
-            direction[bad] = -g[bad]
+            q[bad] = g[bad]
             slope = torch.where(bad, -_dot(g, g), slope)
-        direction[done] = 0.0
-        trial = theta + step[:, None] * direction
-        _, g_new = problem.value_and_grad(trial, value=False)
+        t = torch.where(done, torch.zeros_like(step), step)  # finished rows stay put
+        s_vec = q * (-t)[:, None]  # the trial step
+        _, g_new = problem.value_and_grad(theta + s_vec, value=False)
         evals += 1
         # Armijo's sufficient decrease f(trial) <= f + c1 t slope, with the change in f estimated
         # by the trapezoid rule along the segment, t (slope + slope_new) / 2 (exact for a quadratic;
-        # J is convex and smooth): needs only the gradient at the trial point
-        slope_new = _dot(g_new, direction)
-        ok = (slope_new <= -(1 - 2e-4) * slope) & ~done & torch.isfinite(slope_new)
-        s_vec = torch.where(ok[:, None], trial - theta, torch.zeros_like(theta))
-        y_vec = torch.where(ok[:, None], g_new - g, torch.zeros_like(g))
+        # J is convex and smooth): needs only the gradient at the trial point. A trial meeting the
+        # stopping test is taken as is (near the optimum float32 rounding can fail the estimate).
+        slope_new = -_dot(g_new, q)
+        gmax_new = g_new.abs().amax(1)
+        ok = ((slope_new <= -(1 - 2e-4) * slope) | (gmax_new < tol)) & ~done & torch.isfinite(slope_new)
+        okf = ok.to(theta.dtype)[:, None]
+        y_vec = g_new - g
         sy = _dot(s_vec, y_vec)
-        keep = sy > 1e-10
-        S.append(torch.where(keep[:, None], s_vec, torch.zeros_like(s_vec)))
-        Y.append(torch.where(keep[:, None], y_vec, torch.zeros_like(y_vec)))
-        R.append(torch.where(keep, 1.0 / sy.clamp_min(1e-10), torch.zeros_like(sy)))
-        if len(S) > history:
-            S.pop(0), Y.pop(0), R.pop(0)
-        theta = torch.where(ok[:, None], trial, theta)
-        g = torch.where(ok[:, None], g_new, g)
-        step = torch.where(ok, torch.ones_like(step), step * 0.25)
-        gnorm = g.abs().amax(1)
+        theta.addcmul_(okf, s_vec)
+        g.addcmul_(okf, y_vec)
+        new_pair = ok & (sy > 1e-10)
+        if bool(new_pair.any()):
+            prev, w = (head - 1) % history, new_pair.to(theta.dtype)
+            S[head] = torch.lerp(S[prev], s_vec, w[:, None]) if n_pairs else s_vec * w[:, None]
+            Y[head] = torch.lerp(Y[prev], y_vec, w[:, None]) if n_pairs else y_vec * w[:, None]
+            R[head] = torch.where(new_pair, 1.0 / sy.clamp_min(1e-10), R[prev])
+            n_pairs, head = min(n_pairs + 1, history), (head + 1) % history
+        # a rejected step shrinks to the zero of the secant of the slope (the 1-D minimiser of the
+        # quadratic through both slopes), kept inside [t/10, t/2]
+        shrink = torch.nan_to_num(slope / (slope - slope_new).clamp_min(1e-30), nan=0.25).clamp(0.1, 0.5)
+        step = torch.where(ok, (step * step_growth).clamp(max=1.0), step * shrink)
+        gnorm = torch.where(ok, gmax_new, gnorm)
         done = done | (gnorm < tol) | (step < 1e-8)
-    conv = float((gnorm < tol).float().mean()) if P else 1.0
-    info = FitInfo(it, evals, conv, float(gnorm.max()) if P else 0.0, time.perf_counter() - t_start)
-    return theta, info
+    out[ids] = theta
+    gmax_out[ids] = gnorm
+    conv = float((gmax_out < tol).float().mean()) if P else 1.0
+    info = FitInfo(it, evals, conv, float(gmax_out.max()) if P else 0.0, time.perf_counter() - t_start,
+                   iters_sum / max(P, 1))
+    return out, info
 
 
 def fit_bank(z: torch.Tensor, labels: torch.Tensor, negatives: np.ndarray, spec: BankSpec, l2: float,
-             max_iter: int = 100, tol: float = 1e-4, history: int = 5, chunk: int = 16384
-             ) -> tuple[torch.Tensor, FitInfo]:
+             max_iter: int = 100, tol: float = 1e-4, history: int = 5, chunk: int = 16384,
+             warm_start: int = 4, warm_rows: int | None = 256, compact: float = 0.6, newton_tail: int = 8,
+             precondition: bool = True, scale_h0: bool = False, step_growth: float = 4.0,
+             max_precond_floats: int = 2 ** 26, newton_budget: float = 5e8) -> tuple[torch.Tensor, FitInfo]:
     """Fit every model of ``spec`` (rows of the result, (P, D+1)), ``chunk`` models per batched
-    solve to bound memory ((M, chunk) pool scores)."""
+    solve to bound memory ((chunk, M) pool scores); the optimum of each J_p to max |grad| < ``tol``.
+
+    Preconditioned path (``precondition``; it pays off on ill-conditioned features such as
+    LeNet's, where plain L-BFGS needs ~3x the iterations, and costs more than it saves on
+    well-conditioned ones): first solve one model per class on (up to ``warm_rows`` evenly spaced
+    rows of) the union of its models' positives (:func:`union_spec`) with ``warm_start`` Newton
+    steps; every model starts from its class's, and the inverse Hessians of those union models
+    are L-BFGS's initial matrices (``scale_h0``: rescaled per row by s.y / y.H0 y). The plain path
+    replaces it when C (D+1)^2 > ``max_precond_floats`` or one Newton step of the union models
+    costs more than ``newton_budget`` multiply-adds (many classes, wide features). Plain path:
+    every model starts at 0 with the usual scalar initial matrix. ``newton_tail``, ``compact``,
+    ``history``, ``step_growth``: see :func:`fit_one_vs_rest`. Feature columns that are 0 on
+    every row the bank uses are left out of the solve (their weights stay exactly 0). None of
+    this changes the optimum, only the path to it."""
     if len(spec) == 0:
         return torch.zeros(0, z.shape[1], device=z.device), FitInfo(0, 0, 1.0, 0.0, 0.0)
+    t0 = time.perf_counter()
+    # features that are exactly 0 on every row the bank sees (dead ReLU units): their weights get
+    # gradient l2 * w = 0 from w = 0 and stay 0, so the solve leaves them out (same optimum)
+    rows = torch.as_tensor(np.union1d(np.asarray(negatives, dtype=np.int64), spec.pos_index), device=z.device)
+    live = (z[rows] != 0).any(0)
+    live[-1] = True  # the bias column
+    full_d, dead = z.shape[1], not bool(live.all())
+    if dead:
+        z = z[:, live]
     out, infos = [], []
     for lo in range(0, len(spec), chunk):
         sel = np.arange(lo, min(lo + chunk, len(spec)))
         keep = np.isin(spec.pos_model, sel)
         sub = BankSpec(spec.model_class[sel], spec.model_k[sel], spec.pos_index[keep], spec.pos_model[keep] - lo)
-        theta, info = fit_one_vs_rest(OneVsRestProblem(z, labels, negatives, sub, l2), max_iter, tol, history)
+        theta0 = h0 = None
+        uspec = union_spec(sub, warm_rows) if precondition and warm_start > 0 else None
+        n_cls = int(sub.model_class.max()) + 1
+        if uspec is not None and n_cls * z.shape[1] ** 2 <= max_precond_floats:
+            uprob = OneVsRestProblem(z, labels, negatives, uspec, l2)
+            if uprob.P * uprob.hessian_cost() <= newton_budget:
+                theta_u = newton(uprob, warm_start)[0]
+                theta0 = theta_u[torch.as_tensor(np.searchsorted(uspec.model_class, sub.model_class), device=z.device)]
+                h0 = torch.zeros(n_cls, z.shape[1], z.shape[1], dtype=z.dtype, device=z.device)
+                h0[torch.as_tensor(uspec.model_class, device=z.device)] = torch.cholesky_inverse(
+                    torch.linalg.cholesky(uprob.hessian(theta_u)))
+        theta, info = fit_one_vs_rest(OneVsRestProblem(z, labels, negatives, sub, l2), max_iter, tol, history,
+                                      theta0=theta0, compact=compact, newton_tail=newton_tail, h0=h0,
+                                      scale_h0=scale_h0, step_growth=step_growth, newton_budget=newton_budget)
         out.append(theta)
         infos.append(info)
+    w = [min(chunk, len(spec) - lo) for lo in range(0, len(spec), chunk)]
     total = FitInfo(max(i.iterations for i in infos), sum(i.evaluations for i in infos),
-                    float(np.average([i.converged for i in infos], weights=[min(chunk, len(spec))] * len(infos))),
-                    max(i.max_grad for i in infos), sum(i.seconds for i in infos))
-    return torch.cat(out), total
+                    float(np.average([i.converged for i in infos], weights=w)),
+                    max(i.max_grad for i in infos), time.perf_counter() - t0,
+                    float(np.average([i.mean_iterations for i in infos], weights=w)))
+    theta = torch.cat(out)
+    if dead:
+        theta = torch.zeros(len(theta), full_d, dtype=theta.dtype, device=theta.device).index_copy_(
+            1, torch.nonzero(live).squeeze(1), theta)
+    return theta, total
 
 
 # --------------------------------------------------------------------------------------------------
