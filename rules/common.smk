@@ -1,5 +1,6 @@
 # Config validation, wildcard constraints and the input functions every stage uses.
 # Parse time stays cheap: no torch import and no data reads here.
+import shutil
 import sys
 from pathlib import Path
 
@@ -19,6 +20,24 @@ except ConfigError as exc:
     raise WorkflowError(f"config error: {exc}") from None
 
 DATASETS = list(config["datasets"])
+
+
+def _cuda_expected():
+    """Whether torch jobs will run on a GPU: `device` in config, else an NVIDIA driver on this host
+    (nvidia-smi on PATH; no torch import, to keep parsing fast)."""
+    device = config.get("device", "auto")
+    if device != "auto":
+        return device == "cuda"
+    return shutil.which("nvidia-smi") is not None
+
+
+# Torch jobs (train, infer, ...) on CPU take one thread each and hold no GPU token, so a small
+# machine runs as many of them side by side as it has cores: small nets on 28x28 images scale
+# better over processes than over intra-op threads. On a GPU host each holds the `gpu` token
+# (the workstation profile allows one at a time) and 2 threads feed it. Override per rule with
+# --set-threads / --set-resources (profiles/slurm does).
+GPU_JOB = 1 if _cuda_expected() else 0
+TORCH_THREADS = 2 if GPU_JOB else 1
 RUNS = config["runs"]
 SEEDS = config["seeds"]
 
@@ -56,6 +75,31 @@ def get_open_threshold(wildcards):
     if ds.get("open_threshold") is not None:
         return ds["open_threshold"]
     return config.get("open_threshold", 0.1)
+
+
+# Params lookups as plain dict reads: `lookup(dpath=..., within=config)` globs over the whole
+# config on every job (~6 ms each), which was most of a 3,776-job dry run (benchmarks/dag.py).
+def get_run_config(wildcards):
+    """A run's config entry (method, params, init_from, ...)."""
+    return RUNS[wildcards.run]
+
+
+def get_dataset_config(wildcards):
+    """A dataset's config entry (source, curation, ...)."""
+    return config["datasets"][wildcards.dataset]
+
+
+def get_dataset_source(wildcards):
+    return config["datasets"][wildcards.dataset]["source"]
+
+
+def get_dataset_description(wildcards):
+    return config["datasets"][wildcards.dataset].get("description", "")
+
+
+def get_paper_results(wildcards):
+    """The paper's figures for a dataset's runs ({} when none)."""
+    return config.get("paper_results", {}).get(wildcards.dataset, {})
 
 
 def dataset_metrics(dataset):

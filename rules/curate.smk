@@ -7,7 +7,7 @@ rule curate:
         samples="results/data/{dataset}/samples.parquet",
         counts="results/data/{dataset}/class_counts.parquet",
     params:
-        dataset=lookup(dpath="datasets/{dataset}", within=config),
+        dataset=get_dataset_config,
         shots=config.get("shots", {}),
     log:
         "results/logs/curate/{dataset}.log",

@@ -32,8 +32,8 @@ rule table:
         tex="results/tables/{dataset}.tex",
     params:
         runs=config["runs"],
-        paper=lookup(dpath="paper_results/{dataset}", within=config, default={}),
-        description=lookup(dpath="datasets/{dataset}/description", within=config, default=""),
+        paper=get_paper_results,
+        description=get_dataset_description,
         shots=config.get("shots", {}),
         threshold=get_open_threshold,
     log:

@@ -10,7 +10,7 @@ rule mfm_modulation:
     output:
         "results/mfm/{dataset}/{run}/seed{seed}.modulation.parquet",
     params:
-        source=lookup(dpath="datasets/{dataset}/source", within=config),
+        source=get_dataset_source,
         split=_mfm_settings().get("split", "test"),
         device=config.get("device", "auto"),
     log:
@@ -19,9 +19,9 @@ rule mfm_modulation:
         "results/benchmarks/mfm_modulation/{dataset}/{run}/seed{seed}.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: TORCH_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
         mem_mb=4000,
         runtime=20,
     script:

@@ -12,8 +12,8 @@ rule train:
         history="results/train/{dataset}/{run}/seed{seed}/history.parquet",
         config="results/train/{dataset}/{run}/seed{seed}/config.yaml",
     params:
-        run=lookup(dpath="runs/{run}", within=config),
-        source=lookup(dpath="datasets/{dataset}/source", within=config),
+        run=get_run_config,
+        source=get_dataset_source,
         device=config.get("device", "auto"),
     log:
         "results/logs/train/{dataset}/{run}/seed{seed}.log",
@@ -21,9 +21,9 @@ rule train:
         "results/benchmarks/train/{dataset}/{run}/seed{seed}.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: TORCH_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
         mem_mb=8000,
         runtime=240,
     script:
@@ -38,7 +38,7 @@ rule infer:
         predictions="results/predictions/{dataset}/{run}/seed{seed}.parquet",
         features="results/features/{dataset}/{run}/seed{seed}.parquet",
     params:
-        source=lookup(dpath="datasets/{dataset}/source", within=config),
+        source=get_dataset_source,
         device=config.get("device", "auto"),
         feature_dtype=config.get("feature_dtype", "float32"),
     log:
@@ -47,9 +47,9 @@ rule infer:
         "results/benchmarks/infer/{dataset}/{run}/seed{seed}.tsv"
     conda:
         "../envs/torch.yaml"
-    threads: 2
+    threads: TORCH_THREADS
     resources:
-        gpu=1,
+        gpu=GPU_JOB,
         mem_mb=8000,
         runtime=60,
     script:
