@@ -1,0 +1,113 @@
+"""Dry-run (`snakemake -n`) wall time of a paper-scale DAG: 6 datasets x 41 runs x 5 seeds.
+
+Runs ``snakemake -n`` from a temporary working directory (``-d``), as a user would, with the
+default config layered under ``benchmarks/configs/paper_scale.yaml`` (3,776 jobs), and prints the
+job count, the wall seconds and the CPU seconds (user + system; unlike wall time they barely grow
+when other processes share the machine) of the best of ``--repeat`` runs, in two forms:
+
+- ``-n --quiet rules``  job blocks not printed (as ``make dag``, which also drops the job table);
+- ``-n``                every job block printed (what a user reading the plan waits for).
+
+Target (issue 10): <= 5 s for >= 600 jobs; ``--seeds 1`` gives 824 jobs.
+
+Every Snakemake start imports all installed executor plugins to build its command line. The SLURM
+plugin (requirements.txt) computes a help text at import time and, when ``sinfo`` is on PATH, runs
+``scontrol show config`` to read MinJobAge. On a cluster's login node that answers in milliseconds;
+on a machine with a SLURM client but no reachable controller it blocks until scontrol gives up
+(~9 s here). The script times that probe on its own and reports the dry run without it too, so the
+number measures the workflow, not the host's SLURM setup; both numbers are printed.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dag.py [--repeat 1] [--seeds N] [--configfile A.yaml B.yaml]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")  # the venv's, else the one on PATH
+if not SNAKEMAKE.exists():
+    SNAKEMAKE = Path(shutil.which("snakemake") or "snakemake")
+DEFAULT_CONFIGS = [ROOT / "config.yaml", ROOT / "benchmarks" / "configs" / "paper_scale.yaml"]
+TARGET_S = 5.0
+
+
+def slurm_probe_seconds() -> float | None:
+    """Wall seconds of the `scontrol show config` call the SLURM plugin makes at import (its own
+    10 s timeout), or None when it is skipped (no `sinfo` on PATH, as on a machine without SLURM)."""
+    if shutil.which("sinfo") is None:
+        return None
+    t0 = time.perf_counter()
+    try:
+        subprocess.run(["scontrol", "show", "config"], capture_output=True, timeout=10)
+    except (subprocess.TimeoutExpired, FileNotFoundError):
+        pass
+    return time.perf_counter() - t0
+
+
+def children_cpu() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
+def dry_run(configs: list[Path], quiet: bool, seeds: int | None = None) -> tuple[float, float, int | None]:
+    """(wall seconds, CPU seconds, job count) of one `snakemake -n` in a fresh temporary working
+    directory. CPU seconds do not grow when other processes share the machine; wall seconds do."""
+    with tempfile.TemporaryDirectory(prefix="dag-bench-") as work:  # its .snakemake/ goes too
+        cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", work, "-n", "--cores", "1",
+               "--configfile", *map(str, configs)]
+        if seeds:  # one more config layer (--config would pass the seeds as strings)
+            overlay = Path(work) / "seeds.yaml"
+            overlay.write_text(f"seeds: {list(range(seeds))}\n")
+            cmd.append(str(overlay))
+        if quiet:
+            cmd += ["--quiet", "rules"]  # job blocks hidden, the job-stats table stays
+        t0, c0 = time.perf_counter(), children_cpu()
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        wall, cpu = time.perf_counter() - t0, children_cpu() - c0
+    if res.returncode:
+        sys.exit(f"snakemake -n failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    m = re.search(r"^total\s+(\d+)\s*$", res.stdout + res.stderr, flags=re.M)
+    return wall, cpu, int(m.group(1)) if m else None
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--configfile", nargs="+", type=Path, default=DEFAULT_CONFIGS,
+                    help="config files, layered in order (default: config.yaml + paper_scale.yaml)")
+    ap.add_argument("--seeds", type=int, default=None, help="override the seeds with 0..N-1 (paper_scale has 5)")
+    ap.add_argument("--repeat", type=int, default=1, help="dry runs per form (the best is reported)")
+    args = ap.parse_args()
+
+    print(f"snakemake -n: {' + '.join(p.name for p in args.configfile)}; "
+          f"cpus {os.cpu_count()}, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    probe = slurm_probe_seconds()
+    if probe is None:
+        print("SLURM client probe: skipped (no sinfo on PATH), so nothing to subtract")
+    else:
+        print(f"SLURM client probe (`scontrol show config`, run by the SLURM plugin's import): {probe:.1f} s")
+    for quiet in (True, False):
+        runs = [dry_run(args.configfile, quiet, args.seeds) for _ in range(args.repeat)]
+        wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
+        jobs = runs[0][2]
+        form = "-n --quiet rules" if quiet else "-n              "
+        line = f"snakemake {form}: {jobs} jobs, {wall:.1f} s wall ({cpu:.1f} s CPU)"
+        if probe is not None:
+            line += f", {wall - probe:.1f} s without the SLURM probe"
+        net = wall - (probe or 0.0)
+        print(f"{line}  (target <= {TARGET_S:g} s: {'met' if net <= TARGET_S else 'missed'})")
+        if quiet and jobs:
+            print(f"    {1000 * cpu / jobs:.1f} ms CPU per job, startup and parse included")
+
+
+if __name__ == "__main__":
+    main()
