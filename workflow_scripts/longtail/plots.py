@@ -53,7 +53,9 @@ def stratified_subsample(labels: np.ndarray, max_points: int, seed: int = 0) -> 
 
 
 def tsne_embedding(x: np.ndarray, perplexity: float = 30.0, seed: int = 0, n_jobs: int = 1) -> np.ndarray:
-    """2-D openTSNE embedding (FFT-accelerated gradients)."""
+    """2-D openTSNE embedding. openTSNE picks its gradient method by size ("auto"): FFT
+    interpolation from 10,000 points, Barnes-Hut below (the figures' 2,000-point subsamples);
+    benchmarks/tsne.py measures both against scikit-learn."""
     from openTSNE import TSNE
 
     perplexity = min(perplexity, max(2.0, (len(x) - 1) / 3))
