@@ -4,6 +4,7 @@ workflow end to end (tests/configs/smoke_oltr.yaml)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 from types import SimpleNamespace
@@ -223,6 +224,20 @@ def test_short_stage2_training_updates_centroids_as_configured(tmp_path, update)
     assert len(history) == 1 and np.isfinite(history["loss"]).all()
     moved = float((model.meta.centroids.detach() - start).abs().max())
     assert (moved > 0) if update == "loss" else (moved == 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (this machine has none)")
+def test_stage2_trains_single_process_on_gpu(tmp_path):
+    """Stage 2 on one GPU with AMP and channels_last: centroids, memory and model on the device."""
+    parent = _parent()
+    method = create_method("oltr", {"epochs": 1, "batch_size": 16})
+    model = method.build_model(INFO)
+    method.init_model(model, parent)
+    run = dataclasses.replace(_tiny_run(tmp_path), device=select_device("cuda", 1))
+    method.init_centroids(model, run)
+    history = method.fit(model, run)
+    assert np.isfinite(history["loss"]).all()
+    assert model.meta.centroids.device.type == "cuda"
 
 
 def test_param_groups_scale_backbone_and_centroid_lr():
