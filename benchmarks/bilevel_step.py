@@ -1,7 +1,7 @@
 """Cost of one bilevel step (MFM Algorithm 1, and MW-Net / L2RW) relative to one plain SGD step
 on the same batch and network. Prints a table and the ratios.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bilevel_step.py [--backbone lenet] [--batch 128]
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bilevel_step.py [--backbone lenet5] [--batch 64]
 """
 
 from __future__ import annotations
@@ -39,12 +39,12 @@ def time_steps(step, n: int, warmup: int = 2) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backbone", default="lenet")
-    ap.add_argument("--batch", type=int, default=128)
-    ap.add_argument("--meta-batch", type=int, default=100)
+    ap.add_argument("--backbone", default="lenet5")
+    ap.add_argument("--batch", type=int, default=64)  # config.yaml's
+    ap.add_argument("--meta-batch", type=int, default=40)  # config.yaml's
     ap.add_argument("--size", type=int, default=28)
     ap.add_argument("--channels", type=int, default=1)
-    ap.add_argument("--layers", default="backbone.fc", help="comma-separated modulated modules (MFM)")
+    ap.add_argument("--layers", default="backbone.fc2", help="comma-separated modulated modules (MFM)")
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
