@@ -104,6 +104,8 @@ class Bare:
     def __init__(self, train: SplitData, info: DatasetInfo, dev: DeviceSetup) -> None:
         self.images, self.labels, self.info, self.dev = train.images, train.labels, info, dev
         _, self.model = new_model(info, dev)
+        if dev.channels_last:  # the same memory format as ours, so the ratio measures loop overhead only
+            self.model.to(memory_format=torch.channels_last)
         self.opt = sgd(self.model)
         self.rng = np.random.default_rng(0)
 
@@ -156,7 +158,8 @@ def write_pngs(images: torch.Tensor, folder: Path) -> list[str]:
 
 
 class PILLoader:
-    """One epoch through a reference-style DataLoader (shuffle, workers restarted every epoch)."""
+    """One epoch through a reference-style DataLoader (shuffle, workers restarted every epoch),
+    with the reference code's default contiguous (NCHW) model and batches."""
 
     def __init__(self, paths: list[str], train: SplitData, info: DatasetInfo, dev: DeviceSetup, workers: int) -> None:
         self.dev = dev

@@ -1,4 +1,4 @@
-"""Device selection: CUDA with AMP and channels_last when present, else CPU with a thread cap."""
+"""Device selection: CUDA with AMP and channels_last when present, else CPU (channels_last too) with a thread cap."""
 
 from __future__ import annotations
 
@@ -36,4 +36,6 @@ def select_device(prefer: str = "auto", threads: int | None = None, amp: bool = 
         return DeviceSetup(torch.device("cuda"), dtype if amp else None, channels_last=True)
     if threads:
         torch.set_num_threads(int(threads))
-    return DeviceSetup(torch.device("cpu"), None, channels_last=False)
+    # channels_last on CPU too: oneDNN's NHWC convolutions train LeNet-5 1.3x and infer 1.2-1.5x
+    # faster on one thread (never measurably slower for the CIFAR ResNets); see the README
+    return DeviceSetup(torch.device("cpu"), None, channels_last=True)
