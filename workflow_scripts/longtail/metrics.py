@@ -26,7 +26,8 @@ UNKNOWN = -1
 
 
 def _sk_metrics():
-    """scikit-learn's metrics, imported on first use: it costs ~1 s per evaluate job otherwise."""
+    """scikit-learn's metrics, imported on first use (~1 s): figure jobs that import this module
+    for its metric names and threshold sweep never load it."""
     import sklearn.metrics
 
     return sklearn.metrics
