@@ -26,8 +26,8 @@ UNKNOWN = -1
 
 
 def _sk_metrics():
-    """scikit-learn's metrics, imported on first use (~1 s): figure jobs that import this module
-    for its metric names and threshold sweep never load it."""
+    """scikit-learn's metrics, imported on first use (~1 s): code that imports this module only
+    for its metric names or the F-measure does not load it."""
     import sklearn.metrics
 
     return sklearn.metrics
