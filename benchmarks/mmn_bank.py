@@ -8,12 +8,18 @@ single-threaded; on a shared machine the CPU time is the steadier figure), their
 objective of each path and the largest relative difference between them, the largest remaining
 gradient of each, the mean balanced test accuracy of each path's models, the agreement of their
 test predictions. Each path first runs once untimed (a 12-model bank / one fit) so one-off
-library start-up costs (thread pools, MKL) count for neither; the batched path (~0.2 s) is then
-timed ``--repeat`` times and its median is compared with the one timed sklearn loop (656 fits,
-itself an average); the first timed batched run is printed too.
+library start-up costs (thread pools, MKL) count for neither; the batched path is then timed
+``--repeat`` times and its median is compared with the one timed sklearn loop (itself an average
+over every fit); the first timed batched run is printed too.
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mmn_bank.py                     # synthetic features
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mmn_bank.py --features results/features/fmnist_lt/plain/seed0.parquet
+The bank is the paper's by default (S = 1000 for k = 1 down to 200 for k = 64: 24,255 models on
+the embedded profile; the sklearn loop takes ~3.5 min); ``--subsets config`` is the default
+config's CPU-scaled bank (836 models). Features: the main job's plain run when it exists, else
+synthetic ones.
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mmn_bank.py                     # the paper's bank
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mmn_bank.py --subsets config    # the CPU-scaled bank
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/mmn_bank.py --features synthetic
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts")
 from longtail import metamodelnet as M  # noqa: E402
 
 COUNTS = (1000, 469, 220, 103, 48, 22, 10, 5)  # the embedded Fashion-MNIST-LT profile
+DEFAULT_FEATURES = Path(__file__).resolve().parents[1] / "results/features/fmnist_lt/plain/seed0.parquet"
+PAPER_SUBSETS = (1000, 765, 585, 447, 342, 262, 200)  # S = 1000 for k = 1 down to 200 for k = 64 (the paper's bank)
 
 
 def synthetic(d: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -63,11 +71,26 @@ def balanced_accuracy(theta: torch.Tensor, cls: np.ndarray, z: torch.Tensor, y: 
     return ((tpr + tnr) / 2).numpy()
 
 
+def subset_schedule(arg: str) -> tuple[int, ...]:
+    """S per k from the command line: 'paper', 'config' or a comma list."""
+    if arg == "paper":
+        return PAPER_SUBSETS
+    if arg == "config":
+        from longtail.configs.metamodelnet import MetaModelNetConfig
+
+        return tuple(MetaModelNetConfig().subsets)
+    return tuple(int(s) for s in arg.split(","))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--features", default=None, help="a features parquet (train/test splits); default synthetic")
+    ap.add_argument("--features", default=str(DEFAULT_FEATURES),
+                    help="a features parquet (train/test splits) or 'synthetic'; default: the main job's plain run, "
+                         "synthetic when it does not exist")
     ap.add_argument("--dim", type=int, default=128, help="feature size of the synthetic data")
-    ap.add_argument("--subsets", type=int, default=16, help="S per (class, k)")
+    ap.add_argument("--subsets", default="paper",
+                    help="S per k = 1, 2, 4, ... as a comma list (the last repeats), or 'paper' (S = 1000 for k = 1 "
+                         "down to 200 for k = 64, the paper's bank) or 'config' (the default config's CPU-scaled bank)")
     ap.add_argument("--blocks", type=int, default=7, help="k = 1, 2, ..., 2^(blocks-1)")
     ap.add_argument("--negatives-per-class", type=int, default=32)
     ap.add_argument("--l2", type=float, default=1e-2)
@@ -79,7 +102,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
-    xt, yt, xe, ye = load(args.features) if args.features else synthetic(args.dim, args.seed)
+    real = args.features != "synthetic" and Path(args.features).exists()
+    if args.features not in ("synthetic", str(DEFAULT_FEATURES)) and not real:
+        sys.exit(f"error: --features {args.features} does not exist (run the main job or pass 'synthetic')")
+    xt, yt, xe, ye = load(args.features) if real else synthetic(args.dim, args.seed)
+    print(f"features: {args.features if real else f'synthetic ({args.dim}-d)'}")
     dev = torch.device(args.device)
     x = torch.as_tensor(xt, device=dev)
     mean, scale = M.standardiser(x)
@@ -88,8 +115,9 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     pool = M.negative_pool(yt, args.negatives_per_class, rng)
     counts = np.bincount(yt)
-    spec = M.draw_subsets(yt, M.bank_requests(counts, args.blocks, [args.subsets], "recur"), rng)
-    print(f"bank: {len(spec)} models (classes x k x {args.subsets} subsets), {len(pool)} pooled negatives, "
+    subsets = subset_schedule(args.subsets)
+    spec = M.draw_subsets(yt, M.bank_requests(counts, args.blocks, subsets, "recur"), rng)
+    print(f"bank: {len(spec)} models (head classes x k x S, S per k = {list(subsets)}), {len(pool)} pooled negatives, "
           f"D+1 = {z.shape[1]}, device {dev}, torch threads {torch.get_num_threads()}")
 
     from sklearn.linear_model import LogisticRegression
