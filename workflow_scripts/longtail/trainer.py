@@ -126,7 +126,13 @@ def fit(method: Any, model: nn.Module, run: TrainRun,
         order = sampler.indices(epoch, np.random.default_rng([run.seed, epoch]))
         n_batches = -(-len(order) // cfg.batch_size)
         model.train()
-        tot_loss, tot_correct, tot_n = 0.0, 0, 0
+        # running sums stay on the device: reading them each batch (float(), int()) would make the
+        # host wait for a GPU every step, so it reads them every `check_every` batches (each batch
+        # on CPU, where that costs nothing) to stop a diverged run early
+        tot_loss = torch.zeros((), dtype=torch.float32, device=dev.device)
+        tot_correct = torch.zeros((), dtype=torch.long, device=dev.device)
+        tot_n = 0
+        check_every = 1 if dev.device.type == "cpu" else 25
         stream = run.train.iterate(cfg.batch_size, info, dev.device, order=order, train=True,
                                    channels_last=dev.channels_last)
         bar = tqdm(stream, total=n_batches, file=sys.stderr, desc=f"epoch {epoch + 1}/{cfg.epochs}",
@@ -146,20 +152,22 @@ def fit(method: Any, model: nn.Module, run: TrainRun,
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-            loss_v = float(loss.detach())
-            if not math.isfinite(loss_v):
-                run.checkpoint.unlink(missing_ok=True)
-                raise DivergenceError(
-                    f"loss became {loss_v} at epoch {epoch + 1}, batch {b + 1}; lower lr (now {lr:.4g}) "
-                    "or check the data"
-                )
-            tot_loss += loss_v * len(idx)
-            tot_correct += int((logits.detach().argmax(1) == y).sum())
+            tot_loss += loss.detach().float() * len(idx)
+            tot_correct += (logits.detach().argmax(1) == y).sum()
             tot_n += len(idx)
+            if (b + 1) % check_every == 0 or b + 1 == n_batches:
+                loss_v = float(tot_loss)
+                if not math.isfinite(loss_v):
+                    run.checkpoint.unlink(missing_ok=True)
+                    raise DivergenceError(
+                        f"loss became {loss_v} at epoch {epoch + 1}, by batch {b + 1}; lower lr (now {lr:.4g}) "
+                        "or check the data"
+                    )
+        loss_mean, train_acc = float(tot_loss) / tot_n, int(tot_correct) / tot_n
         val_acc = accuracy(method, model, run.val, info, dev, cfg.eval_batch_size)
-        history.append({"epoch": epoch + 1, "loss": tot_loss / tot_n, "train_acc": tot_correct / tot_n,
+        history.append({"epoch": epoch + 1, "loss": loss_mean, "train_acc": train_acc,
                         "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - t0})
-        print(f"epoch {epoch + 1}: loss {tot_loss / tot_n:.4f} train_acc {tot_correct / tot_n:.4f} "
+        print(f"epoch {epoch + 1}: loss {loss_mean:.4f} train_acc {train_acc:.4f} "
               f"val_acc {val_acc:.4f}", file=sys.stderr)
         torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
