@@ -14,8 +14,9 @@ Every Snakemake start imports all installed executor plugins to build its comman
 plugin (requirements.txt) computes a help text at import time and, when ``sinfo`` is on PATH, runs
 ``scontrol show config`` to read MinJobAge. On a cluster's login node that answers in milliseconds;
 on a machine with a SLURM client but no reachable controller it blocks until scontrol gives up
-(~9 s here). The script times that probe on its own and reports the dry run without it too, so the
-number measures the workflow, not the host's SLURM setup; both numbers are printed.
+(~9 s here). The script therefore runs each dry run twice: as is, and with a PATH that hides the
+SLURM client commands (a temporary folder of links to everything else on PATH), i.e. as on a
+workstation without SLURM, so the second number measures the workflow, not the host's SLURM set-up.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dag.py [--repeat 1] [--seeds N] [--configfile A.yaml B.yaml]
 """
@@ -54,14 +55,34 @@ def slurm_probe_seconds() -> float | None:
     return time.perf_counter() - t0
 
 
+SLURM_COMMANDS = {"sinfo", "scontrol", "sacct", "squeue", "sbatch", "srun", "salloc", "scancel", "sacctmgr", "sstat"}
+
+
+def path_without_slurm(folder: Path) -> str:
+    """A PATH of one folder linking every executable on PATH except the SLURM client's commands."""
+    for d in os.environ.get("PATH", "").split(os.pathsep):
+        if not os.path.isdir(d):
+            continue
+        for name in os.listdir(d):
+            link = folder / name
+            if name in SLURM_COMMANDS or link.exists() or link.is_symlink():
+                continue
+            target = Path(d) / name
+            if target.is_file() and os.access(target, os.X_OK):
+                link.symlink_to(target)
+    return str(folder)
+
+
 def children_cpu() -> float:
     ru = resource.getrusage(resource.RUSAGE_CHILDREN)
     return ru.ru_utime + ru.ru_stime
 
 
-def dry_run(configs: list[Path], quiet: bool, seeds: int | None = None) -> tuple[float, float, int | None]:
+def dry_run(configs: list[Path], quiet: bool, seeds: int | None = None, path: str | None = None
+            ) -> tuple[float, float, int | None]:
     """(wall seconds, CPU seconds, job count) of one `snakemake -n` in a fresh temporary working
-    directory. CPU seconds do not grow when other processes share the machine; wall seconds do."""
+    directory, with ``path`` as PATH when given. CPU seconds do not grow when other processes
+    share the machine; wall seconds do."""
     with tempfile.TemporaryDirectory(prefix="dag-bench-") as work:  # its .snakemake/ goes too
         cmd = [str(SNAKEMAKE), "-s", str(ROOT / "Snakefile"), "-d", work, "-n", "--cores", "1",
                "--configfile", *map(str, configs)]
@@ -72,7 +93,8 @@ def dry_run(configs: list[Path], quiet: bool, seeds: int | None = None) -> tuple
         if quiet:
             cmd += ["--quiet", "rules"]  # job blocks hidden, the job-stats table stays
         t0, c0 = time.perf_counter(), children_cpu()
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        env = dict(os.environ, PATH=path) if path else None
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
         wall, cpu = time.perf_counter() - t0, children_cpu() - c0
     if res.returncode:
         sys.exit(f"snakemake -n failed ({res.returncode}):\n{res.stderr[-3000:]}")
@@ -92,21 +114,22 @@ def main() -> None:
           f"cpus {os.cpu_count()}, load average {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
     probe = slurm_probe_seconds()
     if probe is None:
-        print("SLURM client probe: skipped (no sinfo on PATH), so nothing to subtract")
+        print("SLURM client: none on PATH (no sinfo), so the plugin's probe is skipped")
     else:
         print(f"SLURM client probe (`scontrol show config`, run by the SLURM plugin's import): {probe:.1f} s")
-    for quiet in (True, False):
-        runs = [dry_run(args.configfile, quiet, args.seeds) for _ in range(args.repeat)]
-        wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
-        jobs = runs[0][2]
-        form = "-n --quiet rules" if quiet else "-n              "
-        line = f"snakemake {form}: {jobs} jobs, {wall:.1f} s wall ({cpu:.1f} s CPU)"
-        if probe is not None:
-            line += f", {wall - probe:.1f} s without the SLURM probe"
-        net = wall - (probe or 0.0)
-        print(f"{line}  (target <= {TARGET_S:g} s: {'met' if net <= TARGET_S else 'missed'})")
-        if quiet and jobs:
-            print(f"    {1000 * cpu / jobs:.1f} ms CPU per job, startup and parse included")
+    with tempfile.TemporaryDirectory(prefix="dag-bench-path-") as bare:
+        envs = [("", None)] if probe is None else [("", None), (" [no SLURM client]", path_without_slurm(Path(bare)))]
+        for quiet in (True, False):
+            for tag, path in envs:
+                runs = [dry_run(args.configfile, quiet, args.seeds, path) for _ in range(args.repeat)]
+                wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
+                jobs = runs[0][2]
+                form = "-n --quiet rules" if quiet else "-n              "
+                verdict = "" if tag == "" and probe is not None else \
+                    f"  (target <= {TARGET_S:g} s: {'met' if wall <= TARGET_S else 'missed'})"
+                print(f"snakemake {form}{tag}: {jobs} jobs, {wall:.1f} s wall ({cpu:.1f} s CPU){verdict}")
+                if quiet and jobs and path is envs[-1][1]:
+                    print(f"    {1000 * cpu / jobs:.1f} ms CPU per job, startup and parse included")
 
 
 if __name__ == "__main__":
