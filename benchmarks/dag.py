@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+from hide_slurm import path_without_slurm  # noqa: E402
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")  # the venv's, else the one on PATH
 if not SNAKEMAKE.exists():
     SNAKEMAKE = Path(shutil.which("snakemake") or "snakemake")
@@ -53,24 +56,6 @@ def slurm_probe_seconds() -> float | None:
     except (subprocess.TimeoutExpired, FileNotFoundError):
         pass
     return time.perf_counter() - t0
-
-
-SLURM_COMMANDS = {"sinfo", "scontrol", "sacct", "squeue", "sbatch", "srun", "salloc", "scancel", "sacctmgr", "sstat"}
-
-
-def path_without_slurm(folder: Path) -> str:
-    """A PATH of one folder linking every executable on PATH except the SLURM client's commands."""
-    for d in os.environ.get("PATH", "").split(os.pathsep):
-        if not os.path.isdir(d):
-            continue
-        for name in os.listdir(d):
-            link = folder / name
-            if name in SLURM_COMMANDS or link.exists() or link.is_symlink():
-                continue
-            target = Path(d) / name
-            if target.is_file() and os.access(target, os.X_OK):
-                link.symlink_to(target)
-    return str(folder)
 
 
 def children_cpu() -> float:

@@ -18,6 +18,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SMK = str(Path(sys.executable).with_name("snakemake"))
+REAL_PATH_VAR = "LONGTAIL_TESTS_REAL_PATH"  # the PATH before tests/conftest.py hid the SLURM client
 SMOKE = ROOT / "tests" / "configs" / "smoke.yaml"
 DATASET, RUN, SEED = "fmnist_smoke", "plain", 0
 # Long enough that a job can be killed between its first checkpoint and its last epoch

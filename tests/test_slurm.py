@@ -22,12 +22,20 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from smk_runs import (EPOCHS, METRICS, ROOT, TRAIN_DIR, TRAIN_LOG, env, fault_config, read_history,
+from smk_runs import (EPOCHS, METRICS, REAL_PATH_VAR, ROOT, TRAIN_DIR, TRAIN_LOG, env, fault_config, read_history,
                       read_predictions, reference_run, smk_cmd, wait_for, write_config)
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 TOOLS = ROOT / "tools" / "local-slurm"
 SLURM_ENV = {"FAKE_GPUS": "2", "SLURM_ACCOUNTING": "1", "BASE": "/tmp/local-slurm"}
+
+
+@pytest.fixture(scope="module")
+def real_path():
+    """The real PATH, SLURM client included, which tests/conftest.py hides from the other tests."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", os.environ.get(REAL_PATH_VAR, os.environ.get("PATH", "")))
+        yield
 
 
 def _cluster_up() -> bool:
@@ -38,7 +46,7 @@ def _cluster_up() -> bool:
 
 
 @pytest.fixture(scope="module")
-def slurm_cluster():
+def slurm_cluster(real_path):
     """A running local SLURM cluster with accounting; stopped afterwards if this fixture started it."""
     if os.geteuid() != 0:
         pytest.skip("the local SLURM cluster needs root (installs munge/slurm with apt, writes /etc/slurm)")
