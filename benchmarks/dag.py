@@ -18,6 +18,13 @@ on a machine with a SLURM client but no reachable controller it blocks until sco
 SLURM client commands (a temporary folder of links to everything else on PATH), i.e. as on a
 workstation without SLURM, so the second number measures the workflow, not the host's SLURM set-up.
 
+To say how much of the time is Snakemake's own, each dry run is followed by two synthetic workflows
+with the same number of jobs, as chains of three rules (train -> infer -> evaluate) under one
+target rule: ``bare`` (output + ``shell:`` only: Snakemake's floor for that many jobs) and
+``directives`` (the same chains with what STYLE.md requires of every rule: log, benchmark, conda,
+threads, resources, a params function and ``script:``). What ours costs beyond the second is the
+workflow's own (input functions, wildcard constraints, the figure rules).
+
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dag.py [--repeat 1] [--seeds N] [--configfile A.yaml B.yaml]
 """
 
@@ -87,6 +94,67 @@ def dry_run(configs: list[Path], quiet: bool, seeds: int | None = None, path: st
     return wall, cpu, int(m.group(1)) if m else None
 
 
+BARE_RULE = """
+rule {name}:
+    input: {input}
+    output: "{name}/{{run}}.txt"
+    shell: "touch {{output}}"
+"""
+
+DIRECTIVES_RULE = """
+def {name}_params(wildcards):
+    return {{"run": wildcards.run}}
+
+rule {name}:
+    input: {input}
+    output: "{name}/{{run}}.txt"
+    params: setting={name}_params
+    log: "logs/{name}/{{run}}.log"
+    benchmark: "benchmarks/{name}/{{run}}.tsv"
+    conda: "env.yaml"
+    threads: 1
+    resources: gpu=0, mem_mb=2000, runtime=10
+    script: "job.py"
+"""
+
+
+def write_synthetic(folder: Path, jobs: int, directives: bool) -> Path:
+    """A Snakefile of ``jobs`` jobs: (jobs - 1) // 3 chains of three rules under one target rule."""
+    runs = max(1, (jobs - 1) // 3)
+    template = DIRECTIVES_RULE if directives else BARE_RULE
+    rules, previous = [], "[]"
+    for name in ("train", "infer", "evaluate"):
+        rules.append(template.format(name=name, input=previous))
+        previous = f'"{name}/{{run}}.txt"'
+    text = f'rule all:\n    input: expand("evaluate/{{run}}.txt", run=range({runs}))\n' + "".join(rules)
+    (folder / "Snakefile").write_text(text)
+    (folder / "env.yaml").write_text("channels: [conda-forge]\ndependencies: [python=3.11]\n")
+    (folder / "job.py").write_text("open(snakemake.output[0], 'w').close()\n")
+    return folder / "Snakefile"
+
+
+def synthetic_dry_run(jobs: int, directives: bool, path: str | None) -> tuple[float, float, int | None]:
+    """(wall, CPU, job count) of `snakemake -n --quiet rules` on a synthetic workflow of ``jobs`` jobs."""
+    with tempfile.TemporaryDirectory(prefix="dag-floor-") as work:
+        snakefile = write_synthetic(Path(work), jobs, directives)
+        cmd = [str(SNAKEMAKE), "-s", str(snakefile), "-d", work, "-n", "--cores", "1", "--quiet", "rules"]
+        t0, c0 = time.perf_counter(), children_cpu()
+        env = dict(os.environ, PATH=path) if path else None
+        res = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env)
+        wall, cpu = time.perf_counter() - t0, children_cpu() - c0
+    if res.returncode:
+        sys.exit(f"synthetic snakemake -n failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    m = re.search(r"^total\s+(\d+)\s*$", res.stdout + res.stderr, flags=re.M)
+    return wall, cpu, int(m.group(1)) if m else None
+
+
+def startup(path: str | None) -> tuple[float, float]:
+    """(wall, CPU) of `snakemake --version`: interpreter start and the plugin imports, no workflow."""
+    t0, c0 = time.perf_counter(), children_cpu()
+    subprocess.run([str(SNAKEMAKE), "--version"], capture_output=True, env=dict(os.environ, PATH=path) if path else None)
+    return time.perf_counter() - t0, children_cpu() - c0
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configfile", nargs="+", type=Path, default=DEFAULT_CONFIGS,
@@ -115,6 +183,16 @@ def main() -> None:
                 print(f"snakemake {form}{tag}: {jobs} jobs, {wall:.1f} s wall ({cpu:.1f} s CPU){verdict}")
                 if quiet and jobs and path is envs[-1][1]:
                     print(f"    {1000 * cpu / jobs:.1f} ms CPU per job, startup and parse included")
+                    ours = wall
+        path = envs[-1][1]
+        for directives in (False, True):
+            runs = [synthetic_dry_run(jobs, directives, path) for _ in range(args.repeat)]
+            wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
+            label = "directives" if directives else "bare      "
+            print(f"synthetic -n --quiet rules, {label}: {runs[0][2]} jobs, {wall:.1f} s wall ({cpu:.1f} s CPU); "
+                  f"ours / this = {ours / wall:.2f}")
+        wall, cpu = min(startup(path) for _ in range(args.repeat))
+        print(f"snakemake --version (start-up, plugin imports): {wall:.1f} s wall ({cpu:.1f} s CPU)")
 
 
 if __name__ == "__main__":

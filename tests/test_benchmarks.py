@@ -42,3 +42,15 @@ def test_trainer_throughput_prints_its_ratios():
         m = re.search(rf"ratio ours / {label}\s+([\d.]+)", out)
         assert m and float(m.group(1)) > 0, out
     assert "restart per call" in out, out
+
+
+def test_dag_benchmark_prints_ours_beside_snakemakes_floor():
+    out = run_script("dag.py", "--configfile", "config.yaml")
+    ours = re.search(r"snakemake -n --quiet rules.*?: (\d+) jobs, ([\d.]+) s wall", out)
+    assert ours and int(ours.group(1)) > 100, out
+    for label in ("bare", "directives"):
+        m = re.search(rf"synthetic -n --quiet rules, {label}\s*: (\d+) jobs, ([\d.]+) s wall.*ours / this = ([\d.]+)", out)
+        assert m, out
+        assert abs(int(m.group(1)) - int(ours.group(1))) <= 2, out  # the floor has as many jobs as ours
+        assert float(m.group(3)) > 0, out
+    assert re.search(r"snakemake --version .*: [\d.]+ s wall", out), out
