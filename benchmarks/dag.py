@@ -3,7 +3,7 @@
 Runs ``snakemake -n`` from a temporary working directory (``-d``), as a user would, with the
 default config layered under ``benchmarks/configs/paper_scale.yaml`` (3,776 jobs), and prints the
 job count, the wall seconds and the CPU seconds (user + system; unlike wall time they barely grow
-when other processes share the machine) of the best of ``--repeat`` runs, in two forms:
+when other processes share the machine) of the best of ``--repeat`` rounds, in two forms:
 
 - ``-n --quiet rules``  job blocks not printed (as ``make dag``, which also drops the job table);
 - ``-n``                every job block printed (what a user reading the plan waits for).
@@ -14,13 +14,14 @@ Every Snakemake start imports all installed executor plugins to build its comman
 plugin (requirements.txt) computes a help text at import time and, when ``sinfo`` is on PATH, runs
 ``scontrol show config`` to read MinJobAge. On a cluster's login node that answers in milliseconds;
 on a machine with a SLURM client but no reachable controller it blocks until scontrol gives up
-(~9 s here). The script therefore runs each dry run twice: as is, and with a PATH that hides the
-SLURM client commands (a temporary folder of links to everything else on PATH), i.e. as on a
-workstation without SLURM, so the second number measures the workflow, not the host's SLURM set-up.
+(~9 s here). Where a SLURM client is on PATH, the script therefore measures with a PATH that hides
+the SLURM client commands (a temporary folder of links to everything else on PATH), i.e. as on a
+workstation without SLURM, so that the numbers measure the workflow, not the host's SLURM set-up,
+and then once more as is.
 
-To say how much of the time is Snakemake's own, each dry run is followed by two synthetic workflows
-with the same number of jobs, as chains of three rules (train -> infer -> evaluate) under one
-target rule: ``bare`` (output + ``shell:`` only: Snakemake's floor for that many jobs) and
+To say how much of the time is Snakemake's own, each round times, right after our dry run, two
+synthetic workflows with the same number of jobs, as chains of three rules (train -> infer ->
+evaluate) under one target rule: ``bare`` (output + ``shell:`` only: Snakemake's floor for that many jobs) and
 ``directives`` (the same chains with what STYLE.md requires of every rule: log, benchmark, conda,
 threads, resources, a params function and ``script:``). What ours costs beyond the second is the
 workflow's own (input functions, wildcard constraints, the figure rules).
@@ -155,12 +156,17 @@ def startup(path: str | None) -> tuple[float, float]:
     return time.perf_counter() - t0, children_cpu() - c0
 
 
+def best(runs: list[tuple[float, float, int | None]]) -> tuple[float, float, int | None]:
+    """The lowest wall and the lowest CPU seconds of repeated runs, with their job count."""
+    return min(r[0] for r in runs), min(r[1] for r in runs), runs[0][2]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configfile", nargs="+", type=Path, default=DEFAULT_CONFIGS,
                     help="config files, layered in order (default: config.yaml + paper_scale.yaml)")
     ap.add_argument("--seeds", type=int, default=None, help="override the seeds with 0..N-1 (paper_scale has 5)")
-    ap.add_argument("--repeat", type=int, default=1, help="dry runs per form (the best is reported)")
+    ap.add_argument("--repeat", type=int, default=1, help="rounds; the best of each form is reported")
     args = ap.parse_args()
 
     print(f"snakemake -n: {' + '.join(p.name for p in args.configfile)}; "
@@ -171,28 +177,34 @@ def main() -> None:
     else:
         print(f"SLURM client probe (`scontrol show config`, run by the SLURM plugin's import): {probe:.1f} s")
     with tempfile.TemporaryDirectory(prefix="dag-bench-path-") as bare:
-        envs = [("", None)] if probe is None else [("", None), (" [no SLURM client]", path_without_slurm(Path(bare)))]
-        for quiet in (True, False):
-            for tag, path in envs:
-                runs = [dry_run(args.configfile, quiet, args.seeds, path) for _ in range(args.repeat)]
-                wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
-                jobs = runs[0][2]
-                form = "-n --quiet rules" if quiet else "-n              "
-                verdict = "" if tag == "" and probe is not None else \
-                    f"  (target <= {TARGET_S:g} s: {'met' if wall <= TARGET_S else 'missed'})"
-                print(f"snakemake {form}{tag}: {jobs} jobs, {wall:.1f} s wall ({cpu:.1f} s CPU){verdict}")
-                if quiet and jobs and path is envs[-1][1]:
-                    print(f"    {1000 * cpu / jobs:.1f} ms CPU per job, startup and parse included")
-                    ours = wall
-        path = envs[-1][1]
+        path = None if probe is None else path_without_slurm(Path(bare))
+        tag = "" if probe is None else " [no SLURM client]"
+        # Ours and the two floors interleaved, round by round, so that a change in the host's speed
+        # during the benchmark (this shared machine drifts by 20-40 %) hits all three alike.
+        ours, floors = [], {False: [], True: []}
+        for _ in range(args.repeat):
+            ours.append(dry_run(args.configfile, True, args.seeds, path))
+            jobs = ours[-1][2] or 0
+            for directives in (False, True):
+                floors[directives].append(synthetic_dry_run(jobs, directives, path))
+        wall, cpu, jobs = best(ours)
+        print(f"snakemake -n --quiet rules{tag}: {jobs} jobs, {wall:.1f} s wall ({cpu:.1f} s CPU)"
+              f"  (target <= {TARGET_S:g} s: {'met' if wall <= TARGET_S else 'missed'})")
+        if jobs:
+            print(f"    {1000 * cpu / jobs:.1f} ms CPU per job, startup and parse included")
         for directives in (False, True):
-            runs = [synthetic_dry_run(jobs, directives, path) for _ in range(args.repeat)]
-            wall, cpu = min(r[0] for r in runs), min(r[1] for r in runs)
+            f_wall, f_cpu, f_jobs = best(floors[directives])
             label = "directives" if directives else "bare      "
-            print(f"synthetic -n --quiet rules, {label}: {runs[0][2]} jobs, {wall:.1f} s wall ({cpu:.1f} s CPU); "
-                  f"ours / this = {ours / wall:.2f}")
-        wall, cpu = min(startup(path) for _ in range(args.repeat))
-        print(f"snakemake --version (start-up, plugin imports): {wall:.1f} s wall ({cpu:.1f} s CPU)")
+            print(f"synthetic -n --quiet rules, {label}: {f_jobs} jobs, {f_wall:.1f} s wall ({f_cpu:.1f} s CPU); "
+                  f"ours / this = {wall / f_wall:.2f} wall, {cpu / f_cpu:.2f} CPU")
+        s_wall, s_cpu = min(startup(path) for _ in range(args.repeat))
+        print(f"snakemake --version (start-up, plugin imports): {s_wall:.1f} s wall ({s_cpu:.1f} s CPU)")
+        wall, cpu, jobs = best([dry_run(args.configfile, False, args.seeds, path) for _ in range(args.repeat)])
+        print(f"snakemake -n (every job printed){tag}: {jobs} jobs, {wall:.1f} s wall ({cpu:.1f} s CPU)")
+        if probe is not None:
+            wall, cpu, jobs = best([dry_run(args.configfile, True, args.seeds) for _ in range(args.repeat)])
+            print(f"snakemake -n --quiet rules, with this host's SLURM client: {jobs} jobs, "
+                  f"{wall:.1f} s wall ({cpu:.1f} s CPU)")
 
 
 if __name__ == "__main__":
