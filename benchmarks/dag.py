@@ -71,6 +71,18 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
+def timed_dry_run(cmd: list[str], cwd: Path, path: str | None) -> tuple[float, float, int | None]:
+    """(wall seconds, CPU seconds, job count from the job-stats table) of one `snakemake -n` command,
+    with ``path`` as PATH when given; exits with Snakemake's stderr when it fails."""
+    t0, c0 = time.perf_counter(), children_cpu()
+    res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=dict(os.environ, PATH=path) if path else None)
+    wall, cpu = time.perf_counter() - t0, children_cpu() - c0
+    if res.returncode:
+        sys.exit(f"{' '.join(cmd[:3])} ... -n failed ({res.returncode}):\n{res.stderr[-3000:]}")
+    m = re.search(r"^total\s+(\d+)\s*$", res.stdout + res.stderr, flags=re.M)
+    return wall, cpu, int(m.group(1)) if m else None
+
+
 def dry_run(configs: list[Path], quiet: bool, seeds: int | None = None, path: str | None = None
             ) -> tuple[float, float, int | None]:
     """(wall seconds, CPU seconds, job count) of one `snakemake -n` in a fresh temporary working
@@ -85,14 +97,7 @@ def dry_run(configs: list[Path], quiet: bool, seeds: int | None = None, path: st
             cmd.append(str(overlay))
         if quiet:
             cmd += ["--quiet", "rules"]  # job blocks hidden, the job-stats table stays
-        t0, c0 = time.perf_counter(), children_cpu()
-        env = dict(os.environ, PATH=path) if path else None
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, env=env)
-        wall, cpu = time.perf_counter() - t0, children_cpu() - c0
-    if res.returncode:
-        sys.exit(f"snakemake -n failed ({res.returncode}):\n{res.stderr[-3000:]}")
-    m = re.search(r"^total\s+(\d+)\s*$", res.stdout + res.stderr, flags=re.M)
-    return wall, cpu, int(m.group(1)) if m else None
+        return timed_dry_run(cmd, ROOT, path)
 
 
 BARE_RULE = """
@@ -139,14 +144,7 @@ def synthetic_dry_run(jobs: int, directives: bool, path: str | None) -> tuple[fl
     with tempfile.TemporaryDirectory(prefix="dag-floor-") as work:
         snakefile = write_synthetic(Path(work), jobs, directives)
         cmd = [str(SNAKEMAKE), "-s", str(snakefile), "-d", work, "-n", "--cores", "1", "--quiet", "rules"]
-        t0, c0 = time.perf_counter(), children_cpu()
-        env = dict(os.environ, PATH=path) if path else None
-        res = subprocess.run(cmd, capture_output=True, text=True, cwd=work, env=env)
-        wall, cpu = time.perf_counter() - t0, children_cpu() - c0
-    if res.returncode:
-        sys.exit(f"synthetic snakemake -n failed ({res.returncode}):\n{res.stderr[-3000:]}")
-    m = re.search(r"^total\s+(\d+)\s*$", res.stdout + res.stderr, flags=re.M)
-    return wall, cpu, int(m.group(1)) if m else None
+        return timed_dry_run(cmd, Path(work), path)
 
 
 def startup(path: str | None) -> tuple[float, float]:
