@@ -21,10 +21,11 @@ and then once more as is.
 
 To say how much of the time is Snakemake's own, each round times, right after our dry run, two
 synthetic workflows with the same number of jobs, as chains of three rules (train -> infer ->
-evaluate) under one target rule: ``bare`` (output + ``shell:`` only: Snakemake's floor for that many jobs) and
-``directives`` (the same chains with what STYLE.md requires of every rule: log, benchmark, conda,
-threads, resources, a params function and ``script:``). What ours costs beyond the second is the
-workflow's own (input functions, wildcard constraints, the figure rules).
+evaluate) under one target rule: ``bare`` (output + ``shell:`` only: Snakemake's floor for that
+many jobs) and ``directives`` (the same chains with what STYLE.md requires of every rule: log,
+benchmark, conda, threads, resources, a params function and ``script:``). What ours costs beyond
+the second comes from what the workflow adds: more files per job, input functions, the table and
+figure rules.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/dag.py [--repeat 1] [--seeds N] [--configfile A.yaml B.yaml]
 """
@@ -71,12 +72,17 @@ def children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def timed_dry_run(cmd: list[str], cwd: Path, path: str | None) -> tuple[float, float, int | None]:
-    """(wall seconds, CPU seconds, job count from the job-stats table) of one `snakemake -n` command,
-    with ``path`` as PATH when given; exits with Snakemake's stderr when it fails."""
+def timed(cmd: list[str], cwd: Path, path: str | None) -> tuple[subprocess.CompletedProcess, float, float]:
+    """(result, wall seconds, CPU seconds) of one command, with ``path`` as PATH when given."""
     t0, c0 = time.perf_counter(), children_cpu()
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=dict(os.environ, PATH=path) if path else None)
-    wall, cpu = time.perf_counter() - t0, children_cpu() - c0
+    return res, time.perf_counter() - t0, children_cpu() - c0
+
+
+def timed_dry_run(cmd: list[str], cwd: Path, path: str | None) -> tuple[float, float, int | None]:
+    """(wall seconds, CPU seconds, job count from the job-stats table) of one `snakemake -n` command;
+    exits with Snakemake's stderr when it fails."""
+    res, wall, cpu = timed(cmd, cwd, path)
     if res.returncode:
         sys.exit(f"{' '.join(cmd[:3])} ... -n failed ({res.returncode}):\n{res.stderr[-3000:]}")
     m = re.search(r"^total\s+(\d+)\s*$", res.stdout + res.stderr, flags=re.M)
@@ -149,9 +155,8 @@ def synthetic_dry_run(jobs: int, directives: bool, path: str | None) -> tuple[fl
 
 def startup(path: str | None) -> tuple[float, float]:
     """(wall, CPU) of `snakemake --version`: interpreter start and the plugin imports, no workflow."""
-    t0, c0 = time.perf_counter(), children_cpu()
-    subprocess.run([str(SNAKEMAKE), "--version"], capture_output=True, env=dict(os.environ, PATH=path) if path else None)
-    return time.perf_counter() - t0, children_cpu() - c0
+    _, wall, cpu = timed([str(SNAKEMAKE), "--version"], ROOT, path)
+    return wall, cpu
 
 
 def best(runs: list[tuple[float, float, int | None]]) -> tuple[float, float, int | None]:
