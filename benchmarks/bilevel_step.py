@@ -16,7 +16,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
 
-from longtail.bilevel import MetaBatches, bilevel_step  # noqa: E402
+from longtail.methods.mfm.bilevel import MetaBatches, bilevel_step  # noqa: E402
 from longtail.data import DatasetInfo, SplitData, to_input  # noqa: E402
 from longtail.device import select_device  # noqa: E402
 from longtail.methods import create_method  # noqa: E402

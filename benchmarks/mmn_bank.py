@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
 
-from longtail import metamodelnet as M  # noqa: E402
+from longtail.methods.metamodelnet import metanet as M  # noqa: E402
 
 COUNTS = (1000, 469, 220, 103, 48, 22, 10, 5)  # the embedded Fashion-MNIST-LT profile
 TARGET_X = 50.0  # issue 10
@@ -77,7 +77,7 @@ def subset_schedule(arg: str) -> tuple[int, ...]:
     if arg == "paper":
         return PAPER_SUBSETS
     if arg == "config":
-        from longtail.configs.metamodelnet import MetaModelNetConfig
+        from longtail.methods.metamodelnet.config import MetaModelNetConfig
 
         return tuple(MetaModelNetConfig().subsets)
     return tuple(int(s) for s in arg.split(","))

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "workflow"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from hide_slurm import path_without_slurm  # noqa: E402

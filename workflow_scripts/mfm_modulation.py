@@ -7,7 +7,7 @@ import torch
 from longtail.data import load_split
 from longtail.device import select_device
 from longtail.io import write_parquet
-from longtail.methods.mfm import modulation_table
+from longtail.methods.mfm.method import modulation_table
 from longtail.pipeline import load_trained
 from longtail.runtime import log_to, source_params
 from longtail.sources import load_source

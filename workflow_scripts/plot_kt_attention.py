@@ -4,7 +4,7 @@ import pandas as pd
 import torch
 
 from longtail.io import save_figure
-from longtail.plots_kt import attention_heatmap, attention_k0, kt_state
+from longtail.methods.kt.figures import attention_heatmap, attention_k0, kt_state
 from longtail.runtime import log_to
 
 

@@ -8,7 +8,7 @@ import torch
 
 from longtail.io import save_figure
 from longtail.pipeline import feature_matrix
-from longtail.plots_kt import embed_2d, embedding_points, kt_embedding_figure, kt_state, pick_few_shot_class
+from longtail.methods.kt.figures import embed_2d, embedding_points, kt_embedding_figure, kt_state, pick_few_shot_class
 from longtail.runtime import log_to
 
 

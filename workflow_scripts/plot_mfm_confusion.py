@@ -3,7 +3,7 @@
 import pandas as pd
 
 from longtail.io import save_figure
-from longtail.plots_mfm import confusion_figure, confusion_matrix
+from longtail.methods.mfm.figures import confusion_figure, confusion_matrix
 from longtail.runtime import log_to
 
 

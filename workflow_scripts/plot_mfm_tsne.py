@@ -3,7 +3,7 @@
 import pandas as pd
 
 from longtail.io import save_figure
-from longtail.plots_mfm import modulation_embeddings, modulation_tsne_figure
+from longtail.methods.mfm.figures import modulation_embeddings, modulation_tsne_figure
 from longtail.runtime import log_to
 
 

@@ -8,7 +8,7 @@ import torch
 
 from longtail.io import feature_matrix, save_figure, write_parquet
 from longtail.plots import tsne_embedding
-from longtail.plots_mmn import dynamics_figure, dynamics_points
+from longtail.methods.metamodelnet.figures import dynamics_figure, dynamics_points
 from longtail.runtime import log_to
 
 

@@ -4,7 +4,7 @@ from the per-class metrics parquet files."""
 import pandas as pd
 
 from longtail.io import save_figure, write_parquet
-from longtail.plots_mmn import gain_figure, gain_table
+from longtail.methods.metamodelnet.figures import gain_figure, gain_table
 from longtail.runtime import log_to
 
 

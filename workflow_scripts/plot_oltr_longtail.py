@@ -3,7 +3,7 @@
 import pandas as pd
 
 from longtail.io import save_figure, write_parquet
-from longtail.plots_oltr import longtail_figure, longtail_table
+from longtail.methods.oltr.figures import longtail_figure, longtail_table
 from longtail.runtime import log_to
 
 

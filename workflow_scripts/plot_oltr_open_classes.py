@@ -3,7 +3,7 @@
 import pandas as pd
 
 from longtail.io import save_figure, write_parquet
-from longtail.plots_oltr import open_class_names, open_classes_figure, open_classes_sweep
+from longtail.methods.oltr.figures import open_class_names, open_classes_figure, open_classes_sweep
 from longtail.runtime import log_to
 
 

@@ -3,7 +3,7 @@
 import pandas as pd
 
 from longtail.io import save_figure, write_parquet
-from longtail.plots_oltr import sweep_runs, threshold_figure
+from longtail.methods.oltr.figures import sweep_runs, threshold_figure
 from longtail.runtime import log_to
 
 

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 
 from longtail.io import feature_matrix, save_figure
 from longtail.plots import stratified_subsample, tsne_embedding
-from longtail.plots_oltr import compactness, head_tail_classes, tsne_head_tail_figure
+from longtail.methods.oltr.figures import compactness, head_tail_classes, tsne_head_tail_figure
 from longtail.runtime import log_to
 
 

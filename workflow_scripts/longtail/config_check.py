@@ -9,7 +9,7 @@ from typing import Mapping
 
 import numpy as np
 
-from .configs import make_config
+from .methods import make_config
 from .curation import class_sizes
 from .sources import FASHION_MNIST_CLASSES
 

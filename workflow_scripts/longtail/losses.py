@@ -22,29 +22,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import Registry
+
 LossFn = Callable[..., "LongTailLoss"]
-_LOSSES: dict[str, LossFn] = {}
-
-
-def register_loss(name: str) -> Callable[[LossFn], LossFn]:
-    def deco(cls: LossFn) -> LossFn:
-        if name in _LOSSES:
-            raise ValueError(f"loss '{name}' registered twice")
-        _LOSSES[name] = cls
-        return cls
-
-    return deco
+LOSSES: Registry[LossFn] = Registry("loss")
+register_loss = LOSSES.register
 
 
 def available_losses() -> list[str]:
-    return sorted(_LOSSES)
+    return LOSSES.names()
 
 
 def create_loss(name: str, class_counts: np.ndarray, num_epochs: int = 1, **params) -> "LongTailLoss":
-    if name not in _LOSSES:
-        raise ValueError(f"unknown loss '{name}'; choose one of {available_losses()}")
+    factory = LOSSES.get(name)
     try:
-        return _LOSSES[name](np.asarray(class_counts), num_epochs=num_epochs, **params)
+        return factory(np.asarray(class_counts), num_epochs=num_epochs, **params)
     except TypeError as exc:  # an unknown key in loss_params
         raise ValueError(f"loss '{name}': bad loss_params ({exc})") from exc
 

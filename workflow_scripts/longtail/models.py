@@ -13,26 +13,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .registry import Registry
+
 BackboneFn = Callable[..., "Backbone"]
-_BACKBONES: dict[str, BackboneFn] = {}
-
-
-def register_backbone(name: str) -> Callable[[BackboneFn], BackboneFn]:
-    def deco(fn: BackboneFn) -> BackboneFn:
-        _BACKBONES[name] = fn
-        return fn
-
-    return deco
+BACKBONES: Registry[BackboneFn] = Registry("backbone")
+register_backbone = BACKBONES.register
 
 
 def available_backbones() -> list[str]:
-    return sorted(_BACKBONES)
+    return BACKBONES.names()
 
 
 def create_backbone(name: str, in_channels: int = 1, weights: str | None = None) -> "Backbone":
-    if name not in _BACKBONES:
-        raise ValueError(f"unknown backbone '{name}'; choose one of {available_backbones()}")
-    return _BACKBONES[name](in_channels=in_channels, weights=weights)
+    return BACKBONES.get(name)(in_channels=in_channels, weights=weights)
 
 
 class Backbone(nn.Module):

@@ -18,7 +18,8 @@ from torch import nn
 from .data import DatasetInfo, FeatureSet, SplitData, dataset_info, load_split
 from .device import DeviceSetup
 from .io import feature_matrix  # noqa: F401  (torch-free home; re-exported for old imports)
-from .methods import Method, create_method
+from .methods import create_method
+from .methods.base import Method
 from .sources import SourceData
 from .trainer import TrainRun, fingerprint, rng_state
 

@@ -10,27 +10,21 @@ from typing import Callable
 
 import numpy as np
 
+from .registry import Registry
+
 SamplerFn = Callable[..., "Sampler"]
-_SAMPLERS: dict[str, SamplerFn] = {}
-
-
-def register_sampler(name: str) -> Callable[[SamplerFn], SamplerFn]:
-    def deco(cls: SamplerFn) -> SamplerFn:
-        _SAMPLERS[name] = cls
-        return cls
-
-    return deco
+SAMPLERS: Registry[SamplerFn] = Registry("sampler")
+register_sampler = SAMPLERS.register
 
 
 def available_samplers() -> list[str]:
-    return sorted(_SAMPLERS)
+    return SAMPLERS.names()
 
 
 def create_sampler(name: str, labels: np.ndarray, num_epochs: int = 1, **params) -> "Sampler":
-    if name not in _SAMPLERS:
-        raise ValueError(f"unknown sampler '{name}'; choose one of {available_samplers()}")
+    factory = SAMPLERS.get(name)
     try:
-        return _SAMPLERS[name](np.asarray(labels), num_epochs=num_epochs, **params)
+        return factory(np.asarray(labels), num_epochs=num_epochs, **params)
     except TypeError as exc:  # an unknown key in sampler_params
         raise ValueError(f"sampler '{name}': bad sampler_params ({exc})") from exc
 

@@ -17,6 +17,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from .registry import Registry
+
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -51,26 +53,21 @@ class SourceData:
 
 
 SourceFn = Callable[[Mapping], SourceData]
-_SOURCES: dict[str, SourceFn] = {}
-
-
-def register_source(name: str) -> Callable[[SourceFn], SourceFn]:
-    def deco(fn: SourceFn) -> SourceFn:
-        _SOURCES[name] = fn
-        return fn
-
-    return deco
+SOURCES: Registry[SourceFn] = Registry("dataset source")
+register_source = SOURCES.register
 
 
 def available_sources() -> list[str]:
-    return sorted(_SOURCES)
+    return SOURCES.names()
 
 
 def load_source(name: str, params: Mapping | None = None) -> SourceData:
     """Load the source called ``name`` with its config ``params`` (a dataset's ``source`` block)."""
-    if name not in _SOURCES:
-        raise DataError(f"unknown dataset source '{name}'; choose one of {available_sources()}")
-    return _SOURCES[name](dict(params or {}))
+    try:
+        factory = SOURCES.get(name)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    return factory(dict(params or {}))
 
 
 # --- IDX files (MNIST family) -----------------------------------------------------------------

@@ -1,65 +1,99 @@
-"""Method registry: ``@register_method("name")`` on a :class:`Method` subclass whose ``Config`` is a
-frozen dataclass. ``create_method(name, params)`` fills that config from config.yaml."""
+"""Methods and their configs, one folder per family (``baselines``, ``decoupled``, ``oltr``, ``mfm``,
+``kt``, ``metamodelnet``), each with a torch-free ``config.py`` (frozen dataclasses) and a
+``method.py`` (:class:`~longtail.methods.base.Method` subclasses).
+
+``@register_config("name")`` and ``@register_method("name")`` put both under the same name in
+:data:`CONFIGS` and :data:`METHODS`; ``create_method(name, params)`` fills the config from
+config.yaml. Importing this package (and :func:`make_config`) never imports torch, so the
+workflow checks every run's parameters at parse time.
+"""
 
 from __future__ import annotations
 
-from typing import Callable, Mapping
+import dataclasses
+import importlib
+import pkgutil
+from typing import Any, Callable, Mapping
 
-from ..configs import config_class, make_config
-from ..configs.base import TrainConfig
-from .base import Method
+from ..registry import Registry
 
-_METHODS: dict[str, type[Method]] = {}
+FAMILIES_PACKAGE = __name__
 
 
-def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
-    """Register a Method subclass; its ``Config`` is the dataclass registered under the same name
-    in :mod:`longtail.configs`."""
+def _families() -> list[str]:
+    return [m.name for m in pkgutil.iter_modules(__path__) if m.ispkg]
 
-    def deco(cls: type[Method]) -> type[Method]:
-        if name in _METHODS:
-            raise ValueError(f"method '{name}' registered twice")
+
+def _load_configs() -> None:
+    importlib.import_module(f"{__name__}.config")
+    for family in _families():
+        importlib.import_module(f"{__name__}.{family}.config")
+
+
+def _load_methods() -> None:
+    for family in _families():
+        importlib.import_module(f"{__name__}.{family}.method")
+
+
+CONFIGS: Registry[type] = Registry("method", _load_configs)  # torch-free: parse time uses it
+METHODS: Registry[type] = Registry("method", _load_methods)
+
+
+def register_config(name: str) -> Callable[[type], type]:
+    return CONFIGS.register(name)
+
+
+def register_method(name: str) -> Callable[[type], type]:
+    """Register a Method subclass; its ``Config`` is the dataclass registered under the same name."""
+
+    def deco(cls: type) -> type:
+        METHODS.register(name)(cls)
         cls.name = name
-        cls.Config = config_class(name)
-        _METHODS[name] = cls
+        cls.Config = CONFIGS.get(name)
         return cls
 
     return deco
 
 
+def config_names() -> list[str]:
+    return CONFIGS.names()
+
+
+def config_class(method: str) -> type:
+    return CONFIGS.get(method)
+
+
 def available_methods() -> list[str]:
-    _load_all()
-    return sorted(_METHODS)
+    return METHODS.names()
 
 
-def method_class(name: str) -> type[Method]:
-    _load_all()
-    if name not in _METHODS:
-        raise ValueError(f"unknown method '{name}'; choose one of {sorted(_METHODS)}")
-    return _METHODS[name]
+def method_class(name: str) -> type:
+    return METHODS.get(name)
 
 
-def create_method(name: str, params: Mapping | None = None) -> Method:
-    cls = method_class(name)
-    return cls(make_config(name, params))
+def _freeze(value: Any) -> Any:
+    return tuple(_freeze(v) for v in value) if isinstance(value, list) else value
 
 
-_LOADED = False
+def make_config(method: str, params: Mapping | None = None) -> Any:
+    """Build the frozen config of ``method`` from a mapping; unknown keys or bad values raise
+    ValueError naming the key."""
+    cls = config_class(method)
+    params = dict(params or {})
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise ValueError(f"method '{method}' has no parameter(s) {unknown}; known: {sorted(fields)}")
+    try:
+        return cls(**{k: _freeze(v) for k, v in params.items()})
+    except TypeError as exc:
+        raise ValueError(f"method '{method}': {exc}") from exc
 
 
-def _load_all() -> None:
-    """Import the modules that register methods (lazily, so importing the registry stays cheap)."""
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.iter_modules(__path__):
-        if mod.name != "base":
-            importlib.import_module(f"{__name__}.{mod.name}")
+def create_method(name: str, params: Mapping | None = None) -> Any:
+    """An instance of the method registered as ``name`` with its config filled from ``params``."""
+    return method_class(name)(make_config(name, params))
 
 
-__all__ = ["Method", "TrainConfig", "register_method", "create_method", "method_class", "available_methods",
-           "make_config", "config_class"]
+__all__ = ["CONFIGS", "METHODS", "register_config", "register_method", "config_names", "config_class",
+           "available_methods", "method_class", "make_config", "create_method"]

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from .. import trainer
-from ..configs.base import TrainConfig
+from .config import TrainConfig
 from ..data import DatasetInfo
 from ..losses import create_loss
 from ..models import LongTailNet, create_backbone, create_head

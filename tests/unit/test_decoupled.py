@@ -1,0 +1,250 @@
+"""Classifier-stage methods on a frozen backbone (cRT, LWS, tau-norm, NCM) and OpenMax as a method:
+the core math on hand-made tensors, the frozen-backbone contract, and one end-to-end smoke run."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from longtail.methods.decoupled import openmax as om
+from longtail.data import DatasetInfo, SplitData
+from longtail.device import select_device
+from longtail.methods import create_method
+from longtail.methods.decoupled.method import (CosineMeansHead, ScaledHead, class_means, mean_class_accuracy,
+                                        select_tau, tau_normalize)
+from longtail.trainer import TrainRun
+
+ROOT = Path(__file__).resolve().parents[2]
+STAGE_METHODS = ("crt", "lws", "tau_norm", "ncm", "openmax")
+INFO = DatasetInfo(num_classes=3, in_channels=1, class_counts=(30, 12, 4))
+D = 128  # lenet embedding size
+
+
+def make_parent(head: str = "linear", seed: int = 0) -> tuple[dict, torch.nn.Module]:
+    """A plain lenet run's model.pt dict (random weights) and its network."""
+    torch.manual_seed(seed)
+    method = create_method("plain", {"backbone": "lenet", "head": head})
+    model = method.build_model(INFO).eval()
+    return {"model": model.state_dict(), "method": "plain", "config": method.cfg.to_dict(),
+            "info": INFO.to_dict(), "fingerprint": "parent"}, model
+
+
+def make_features(seed: int = 0, n_per_class=(30, 12, 4), n_val: int = 5) -> dict:
+    """Cached features {split: (X, y, ids)}: separable class clusters in the first 3 dims."""
+    rng = np.random.default_rng(seed)
+
+    def split(counts):
+        y = np.concatenate([np.full(n, c) for c, n in enumerate(counts)]).astype(np.int64)
+        x = np.abs(rng.normal(0, 0.3, (len(y), D))).astype(np.float32)
+        x[np.arange(len(y)), y] += 3.0
+        return x, y, np.array([f"s{i}" for i in range(len(y))])
+
+    return {"train": split(n_per_class), "val": split((n_val,) * 3), "test": split((n_val,) * 3)}
+
+
+def make_run(features: dict, seed: int = 0) -> TrainRun:
+    empty = SplitData(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64),
+                      np.array([]), "train")
+    return TrainRun(empty, empty, INFO, select_device("cpu"), seed, Path("/nonexistent/checkpoint.pt"), "fp",
+                    progress=False, parent_features=features)
+
+
+def train_stage(name: str, params: dict | None = None, parent: dict | None = None, features: dict | None = None):
+    """What pipeline.train does for a classifier-stage run, without image I/O."""
+    parent = parent or make_parent()[0]
+    method = create_method(name, {"epochs": 2} if name in ("crt", "lws") and params is None else params)
+    model = method.build_model(INFO)
+    method.init_model(model, parent)
+    history = method.fit(model, make_run(features or make_features()))
+    return method, model.eval(), history
+
+
+# --- frozen backbone, architecture from the parent, model.pt round trip ---------------------------
+@pytest.mark.parametrize("name", STAGE_METHODS)
+def test_backbone_is_the_parents_exactly_and_the_model_reloads(name):
+    parent, _ = make_parent()
+    method, model, _ = train_stage(name, parent=parent)
+    assert method.cfg.backbone == "lenet" and method.cfg.head == "linear"  # resolved from the parent
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, parent["model"][f"backbone.{k}"]), k
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    # infer rebuilds the model from the saved (resolved) config alone
+    again = create_method(name, method.cfg.to_dict())
+    rebuilt = again.build_model(INFO)
+    rebuilt.load_state_dict(model.state_dict())
+    x = torch.rand(4, 1, 28, 28)
+    torch.testing.assert_close(rebuilt.eval()(x), model(x))
+
+
+def test_architecture_mismatches_are_refused():
+    parent, _ = make_parent()
+    with pytest.raises(ValueError, match="differs from the parent's"):
+        train_stage("ncm", {"backbone": "resnet20"}, parent=parent)
+    with pytest.raises(ValueError, match="linear head"):
+        train_stage("tau_norm", {}, parent=make_parent("cosine")[0])
+
+
+# --- cRT ---------------------------------------------------------------------------------------
+def test_crt_reinitialises_and_trains_only_the_head():
+    parent, parent_model = make_parent()
+    method, model, history = train_stage("crt", {"epochs": 3, "lr": 0.1}, parent=parent)
+    assert not torch.equal(model.head.weight, parent_model.head.weight)
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert history["val_acc"].iloc[-1] == 1.0  # separable clusters
+    assert method.trainable_parameters(model) == [model.head.weight, model.head.bias]
+
+
+def test_crt_uses_class_balanced_sampling_with_four_per_class():
+    method = create_method("crt", {})
+    sampler = method.create_sampler(np.repeat([0, 1, 2], [30, 12, 4]))
+    idx = sampler.indices(0, np.random.default_rng(0))
+    labels = np.repeat([0, 1, 2], [30, 12, 4])[idx]
+    assert (labels[:44].reshape(-1, 4) == labels[:44].reshape(-1, 4)[:, :1]).all()  # chunks of 4 of one class
+    assert method.cfg.epochs == 10
+
+
+# --- LWS ---------------------------------------------------------------------------------------
+def test_lws_with_unit_scales_reproduces_the_parent_logits_bias_included():
+    parent, parent_model = make_parent()
+    method = create_method("lws", {})
+    model = method.build_model(INFO)
+    method.init_model(model, parent)
+    x = torch.rand(5, D)
+    torch.testing.assert_close(model.head(x), parent_model.head(x))
+    with torch.no_grad():
+        model.head.scales.copy_(torch.tensor([2.0, 1.0, 0.5]))
+    w, b = parent_model.head.weight, parent_model.head.bias
+    torch.testing.assert_close(model.head(x), x @ (w * torch.tensor([[2.0], [1.0], [0.5]])).T
+                               + b * torch.tensor([2.0, 1.0, 0.5]))  # w_i <- f_i w_i, b_i <- f_i b_i
+
+
+def test_lws_learns_only_the_scales():
+    parent, parent_model = make_parent()
+    _, model, _ = train_stage("lws", {"epochs": 2, "lr": 0.1}, parent=parent)
+    torch.testing.assert_close(model.head.base.weight, parent_model.head.weight, rtol=0, atol=0)
+    torch.testing.assert_close(model.head.base.bias, parent_model.head.bias, rtol=0, atol=0)
+    assert not torch.equal(model.head.scales, torch.ones(3))
+
+
+def test_scaled_head_on_a_cosine_base_scales_the_logit():
+    base = torch.nn.Linear(2, 2, bias=False)
+    head = ScaledHead(base, 2)
+    with torch.no_grad():
+        head.scales.copy_(torch.tensor([3.0, 0.5]))
+    x = torch.tensor([[1.0, 2.0]])
+    torch.testing.assert_close(head(x), base(x) * torch.tensor([3.0, 0.5]))
+
+
+# --- tau-norm ----------------------------------------------------------------------------------
+def test_tau_zero_is_the_original_classifier_without_bias():
+    parent, parent_model = make_parent()
+    _, model, _ = train_stage("tau_norm", {"tau": 0.0}, parent=parent)
+    x = torch.rand(5, D)
+    assert float(model.head.tau) == 0.0
+    torch.testing.assert_close(model.head(x), x @ parent_model.head.weight.T)  # bias dropped
+
+
+def test_tau_one_gives_unit_norm_rows():
+    w = torch.tensor([[3.0, 4.0], [0.0, 2.0]])
+    torch.testing.assert_close(tau_normalize(w, 1.0), torch.tensor([[0.6, 0.8], [0.0, 1.0]]))
+    torch.testing.assert_close(tau_normalize(w, 2.0), torch.tensor([[3 / 25, 4 / 25], [0.0, 0.5]]))
+
+
+# w0 = (2, 0) (norm 2), w1 = (0, 1) (norm 1). Val: x = (1, 1.5) of class 1 and x = (1, 0.4) of class 0.
+# tau = 0: logits (2, 1.5) -> 0, wrong; (2, 0.4) -> 0, right: mean class acc 0.5.
+# tau = 0.5: w0 -> (1.414, 0): (1.414, 1.5) -> 1 right; (1.414, 0.4) -> 0 right: 1.0 (first best).
+W_HAND = torch.tensor([[2.0, 0.0], [0.0, 1.0]])
+XV_HAND, YV_HAND = torch.tensor([[1.0, 1.5], [1.0, 0.4]]), torch.tensor([1, 0])
+
+
+def test_select_tau_by_hand():
+    tau, accs = select_tau(W_HAND, XV_HAND, YV_HAND, np.array([0.0, 0.5, 1.0, 1.5, 2.0]))
+    assert tau == 0.5
+    assert accs == [0.5, 1.0, 1.0, 1.0, 1.0]
+
+
+def _hand_parent() -> dict:
+    """A parent whose classifier rows are W_HAND (in the first two of D dims, a third zero class)."""
+    parent, _ = make_parent()
+    state = dict(parent["model"])
+    w = torch.zeros(3, D)
+    w[:2, :2] = W_HAND
+    w[2, 2] = 0.1
+    state["head.weight"], state["head.bias"] = w, torch.tensor([5.0, -5.0, 0.0])  # a bias tau-norm drops
+    return {**parent, "model": state}
+
+
+def _pad(x: torch.Tensor, y: torch.Tensor) -> tuple:
+    xx = np.zeros((len(x), D), np.float32)
+    xx[:, :2] = x.numpy()
+    return xx, y.numpy(), np.array([f"v{i}" for i in range(len(y))])
+
+
+def test_tau_is_chosen_on_val_never_on_test():
+    feats = make_features()
+    feats["val"] = _pad(XV_HAND, YV_HAND)
+    grid = {"tau_step": 0.5, "tau_max": 2.0}
+    # test features for which tau = 0 would be best (class 0 at (1, 1.5)); the choice must ignore them
+    feats["test"] = _pad(torch.tensor([[1.0, 1.5], [1.0, 1.2]]), torch.tensor([0, 0]))
+    _, model, history = train_stage("tau_norm", grid, parent=_hand_parent(), features=feats)
+    feats["test"] = _pad(torch.tensor([[0.0, 1.0]]), torch.tensor([1]))
+    _, model2, _ = train_stage("tau_norm", grid, parent=_hand_parent(), features=feats)
+    assert float(model.head.tau) == float(model2.head.tau) == 0.5
+    assert history["tau"].tolist() == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert history.loc[history["selected"], "tau"].tolist() == [0.5]
+    # ...while changing val changes it: a class-0 val sample at (1, 1.5) makes tau = 0 best
+    feats["val"] = _pad(torch.tensor([[1.0, 1.5], [1.0, 0.4]]), torch.tensor([0, 0]))
+    _, model3, _ = train_stage("tau_norm", grid, parent=_hand_parent(), features=feats)
+    assert float(model3.head.tau) == 0.0
+
+
+# --- NCM ---------------------------------------------------------------------------------------
+def test_class_means_raw_and_normalised():
+    x, y = torch.tensor([[9.0, 0.0], [0.0, 1.0], [0.0, 2.0]]), torch.tensor([0, 0, 1])
+    torch.testing.assert_close(class_means(x, y, 2), torch.tensor([[4.5, 0.5], [0.0, 2.0]]))
+    torch.testing.assert_close(class_means(x, y, 2, normalize_first=True), torch.tensor([[0.5, 0.5], [0.0, 1.0]]))
+
+
+def test_ncm_picks_the_nearest_normalised_mean():
+    # train means: class 0 (10, 0), class 1 (1, 1). x = (5, 0.5) is Euclidean-nearer to (1, 1)
+    # (4.03 vs 5.02) but cosine-nearer to (10, 0) (0.995 vs 0.774): cosine NCM says class 0.
+    x = torch.tensor([[9.0, 0.0], [11.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
+    head = CosineMeansHead(2, 2, scale=16.0)
+    head.means.copy_(class_means(x, torch.tensor([0, 0, 1, 1]), 2))
+    q = torch.tensor([[5.0, 0.5]])
+    logits = head(q)
+    assert int(logits.argmax()) == 0
+    cos0, cos1 = 5 / math.hypot(5, 0.5), 5.5 / (math.hypot(5, 0.5) * math.sqrt(2))
+    torch.testing.assert_close(logits, torch.tensor([[16 * cos0, 16 * cos1]]))
+
+
+def test_ncm_method_uses_train_split_means():
+    feats = make_features()
+    _, model, history = train_stage("ncm", {"scale": 10.0}, features=feats)
+    x, y, _ = feats["train"]
+    torch.testing.assert_close(model.head.means, class_means(torch.from_numpy(x), torch.from_numpy(y), 3))
+    assert history["val_acc"].iloc[0] == 1.0
+
+
+# --- OpenMax as a method -----------------------------------------------------------------------
+def test_openmax_method_fits_on_train_logits_and_recalibrates():
+    parent, parent_model = make_parent()
+    feats = make_features()
+    _, model, _ = train_stage("openmax", {"tail_size": 5, "alpha": 2, "distance": "euclidean"},
+                              parent=parent, features=feats)
+    x, y, _ = feats["train"]
+    av = parent_model.head(torch.from_numpy(x)).detach()
+    means, weibull = om.fit_openmax(av, torch.from_numpy(y), 3, 5, "euclidean")
+    torch.testing.assert_close(model.head.means, means)
+    torch.testing.assert_close(model.head.weibull, weibull)
+    q = torch.from_numpy(feats["test"][0])
+    expected = om.known_logits(om.openmax_probs(parent_model.head(q), means, weibull, 2, "euclidean"))
+    torch.testing.assert_close(model.head(q), expected)
+
+
+def test_mean_class_accuracy_weights_classes_equally():
+    logits = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, 1.0]])
+    assert mean_class_accuracy(logits, torch.tensor([0, 0, 0, 0])) == 0.75
+    assert mean_class_accuracy(logits, torch.tensor([0, 0, 1, 1])) == pytest.approx(0.75)  # (1 + 0.5) / 2

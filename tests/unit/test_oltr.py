@@ -1,0 +1,302 @@
+"""OLTR (issue 5): meta-embedding math on hand-made tensors, module shapes, the centroid loss,
+stage-2 initialisation from stage 1, a short real training, the figure helpers, and the smoke
+workflow end to end (tests/configs/smoke_oltr.yaml)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from longtail.methods import make_config
+from longtail.data import DatasetInfo, SplitData
+from longtail.device import select_device
+from longtail.methods import create_method
+from longtail.methods.oltr.modules import (
+    ModulatedAttention,
+    MetaEmbedding,
+    OLTRNet,
+    attract_loss,
+    centroid_loss,
+    class_means,
+    reachability,
+    repel_loss,
+    squash,
+)
+from longtail.methods.oltr.figures import head_tail_classes, open_class_names, open_classes_sweep
+from longtail.trainer import TrainRun
+
+ROOT = Path(__file__).resolve().parents[2]
+INFO = DatasetInfo(4, 1, (40, 20, 8, 4))
+
+
+# --- dynamic meta-embedding math --------------------------------------------------------------
+def test_reachability_is_min_distance_to_centroids():
+    v = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    c = torch.tensor([[0.0, 1.0], [3.0, 0.0]])
+    # v0: distances 1 and 3; v1: sqrt(18) = 4.24 and 4
+    assert torch.allclose(reachability(v, c), torch.tensor([1.0, 4.0]))
+
+
+def test_squash_matches_eq6_by_hand():
+    v = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.003, 0.004]])
+    p2, p1 = squash(v, 2), squash(v, 1)
+    assert torch.allclose(p2[0], torch.tensor([0.6, 0.8]) * 25 / 26)
+    assert torch.allclose(p1[0], torch.tensor([0.6, 0.8]) * 5 / 6)
+    assert torch.equal(p2[1], torch.zeros(2))  # no NaN at the origin
+    assert p2[2].norm() < 1e-4 and p1[2].norm() < 0.006  # small vectors shrink to ~0
+    assert (squash(torch.randn(50, 8) * 100, 2).norm(dim=1) < 1).all()  # big ones stay just below 1
+
+
+def _hand_meta(**switches) -> MetaEmbedding:
+    """D = K = 2; o = (1/2, 1/2) (zero hallucinator), centroids (2,0), (0,2) -> v_memory = (1, 1);
+    e = tanh(atanh(0.5)) = 0.5 everywhere (zero selector weight, constant bias)."""
+    m = MetaEmbedding(2, 2, reachability_scale=10.0, **switches)
+    with torch.no_grad():
+        m.centroids.copy_(torch.tensor([[2.0, 0.0], [0.0, 2.0]]))
+        m.hallucinator.weight.zero_()
+        m.hallucinator.bias.zero_()
+        m.selector.weight.zero_()
+        m.selector.bias.fill_(math.atanh(0.5))
+    return m
+
+
+@pytest.mark.parametrize("switches, expected", [
+    ({}, [25.0, 15.0]),  # (10 / gamma) (v + e * v_memory), gamma = ||(2,1) - (2,0)|| = 1
+    ({"selector": False}, [30.0, 20.0]),  # e = 1
+    ({"reachability": False}, [2.5, 1.5]),  # scale 1
+    ({"memory": False, "selector": False}, [20.0, 10.0]),  # only the calibrated direct feature
+])
+def test_meta_embedding_eq2_by_hand(switches, expected):
+    out = _hand_meta(**switches)(torch.tensor([[2.0, 1.0]]))
+    assert torch.allclose(out["meta"], torch.tensor([expected]))
+    assert torch.allclose(out["gamma"], torch.tensor([1.0]))
+    if switches.get("memory", True):
+        assert torch.allclose(out["memory"], torch.tensor([[1.0, 1.0]]))
+
+
+def test_open_like_samples_get_smaller_meta_norm():
+    # reachability: far from every centroid -> small v_meta norm -> squashed towards 0
+    m = _hand_meta()
+    near, far = m(torch.tensor([[2.0, 0.1]]))["meta"], m(torch.tensor([[9.0, 9.0]]))["meta"]
+    assert squash(far).norm() < squash(near).norm()
+
+
+def test_memory_and_hallucinator_shapes():
+    net = OLTRNet(create_method("oltr").build_model(INFO).backbone, 4)
+    with torch.no_grad():
+        out = net.forward_all(torch.randn(3, 1, 28, 28))
+    d = net.backbone.dim
+    assert out["coefficients"].shape == (3, 4)
+    assert torch.allclose(out["coefficients"].sum(1), torch.ones(3))  # softmax over the K centroids
+    assert out["memory"].shape == out["selector"].shape == out["meta"].shape == out["direct"].shape == (3, d)
+    assert out["logits"].shape == (3, 4) and net.meta.centroids.shape == (4, d)
+    assert (out["selector"].abs() <= 1).all()
+
+
+@pytest.mark.parametrize("mode", ["modulated", "spatial_fmap", "self"])
+@pytest.mark.parametrize("shape", [(2, 8, 5, 5), (3, 16, 7, 3)])
+def test_attention_preserves_feature_map_shape(mode, shape):
+    att = ModulatedAttention(shape[1], mode)
+    f = torch.randn(*shape)
+    assert att(f).shape == f.shape
+    if mode != "self":
+        ma = att.ma(f)
+        assert ma.shape == (shape[0], 1, *shape[2:])
+        assert torch.allclose(ma.sum(dim=(2, 3)), torch.ones(shape[0], 1))
+
+
+def test_modulated_attention_starts_as_identity_and_uses_self_attention():
+    att = ModulatedAttention(8, "modulated")
+    f = torch.randn(2, 8, 5, 5)
+    assert torch.equal(att(f), f)  # SA's output conv is zero at init: stage 2 starts at stage 1
+    with torch.no_grad():
+        att.sa.out.weight.normal_()
+    expected = f + att.ma(f) * att.sa(f)  # Eq. 5
+    assert torch.allclose(att(f), expected)
+    assert not torch.allclose(att(f), f)
+
+
+# --- the large-margin centroid loss ----------------------------------------------------------
+def test_attract_loss_by_hand_and_decreases_towards_own_centroid():
+    c = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    y = torch.tensor([0])
+    losses = [float(attract_loss(torch.tensor([[x, 0.0]]), y, c)) for x in (4.0, 2.0, 1.0, 0.0)]
+    assert losses == [8.0, 2.0, 0.5, 0.0]  # ||f - c||^2 / 2 / B
+    # the whole L_LM too: moving a feature onto its own centroid lowers it
+    total = [float(centroid_loss(torch.tensor([[x, 0.0]]), y, c, margin=10.0)) for x in (4.0, 2.0, 0.0)]
+    assert total[0] > total[1] > total[2]
+
+
+def test_repel_loss_respects_margin():
+    c = torch.tensor([[0.0, 0.0], [3.0, 0.0]])
+    y = torch.tensor([0])
+    # squared distance to the other centroid 9, averaged over B*K = 2 pairs -> 4.5
+    assert float(repel_loss(torch.tensor([[0.0, 0.0]]), y, c, margin=10.0)) == pytest.approx(5.5)
+    assert float(repel_loss(torch.tensor([[0.0, 0.0]]), y, c, margin=4.5)) == 0.0  # margin reached
+    assert float(repel_loss(torch.tensor([[0.0, 0.0]]), y, c, margin=4.0)) == 0.0
+    # pushing away from the other centroid lowers it while inside the margin
+    assert float(repel_loss(torch.tensor([[-1.0, 0.0]]), y, c, margin=10.0)) < 5.5
+
+
+def test_centroid_gradient_is_class_averaged_center_loss_update():
+    feats = torch.tensor([[2.0, 0.0], [4.0, 0.0], [1.0, 1.0]], requires_grad=True)
+    c = torch.zeros(2, 2, requires_grad=True)
+    y = torch.tensor([0, 0, 1])
+    attract_loss(feats, y, c).backward()
+    # dc_j = sum_{n: y_n = j} (c_j - f_n) / (1 + n_j) / B
+    assert torch.allclose(c.grad, torch.tensor([[-6.0 / 3 / 3, 0.0], [-1.0 / 2 / 3, -1.0 / 2 / 3]]))
+    assert torch.allclose(feats.grad, torch.tensor([[2.0, 0.0], [4.0, 0.0], [1.0, 1.0]]) / 3)
+
+
+def test_class_means():
+    x = torch.tensor([[1.0, 0.0], [3.0, 2.0], [5.0, 5.0]])
+    m = class_means(x, torch.tensor([0, 0, 2]), 3)
+    assert torch.allclose(m, torch.tensor([[2.0, 1.0], [0.0, 0.0], [5.0, 5.0]]))
+
+
+# --- stage 2 from stage 1 --------------------------------------------------------------------
+def _parent() -> dict:
+    torch.manual_seed(1)
+    plain = create_method("plain", {"backbone": "lenet"})
+    model = plain.build_model(INFO)
+    return {"model": model.state_dict(), "config": plain.cfg.to_dict(), "method": "plain", "net": model}
+
+
+def test_stage2_loads_the_stage1_weights_it_was_pointed_at():
+    parent = _parent()
+    method = create_method("oltr")
+    torch.manual_seed(2)
+    model = method.build_model(INFO)
+    method.init_model(model, parent)
+    for k, v in model.backbone.state_dict().items():
+        assert torch.equal(v, parent["model"][f"backbone.{k}"]), k
+    assert torch.equal(model.meta.hallucinator.weight, parent["model"]["head.weight"])  # authors' T_hal init
+    x = torch.randn(4, 1, 28, 28)
+    with torch.no_grad():  # attention starts as identity: v_direct = the parent's embedding
+        assert torch.allclose(model.direct(x), parent["net"].features(x), atol=1e-6)
+
+
+def test_stage2_refuses_another_backbone():
+    parent = _parent()
+    method = create_method("oltr", {"backbone": "resnet20"})
+    with pytest.raises(ValueError, match="backbone"):
+        method.init_model(method.build_model(INFO), parent)
+
+
+def test_centroids_start_as_class_means_of_parent_train_features():
+    method = create_method("oltr")
+    model = method.build_model(INFO)
+    d = model.backbone.dim
+    x = np.arange(8 * d, dtype=np.float32).reshape(8, d)
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    run = SimpleNamespace(parent_features={"train": (x, y, np.arange(8).astype(str))})
+    method.init_centroids(model, run)
+    assert torch.allclose(model.meta.centroids, torch.from_numpy(x.reshape(4, 2, d).mean(1)))
+
+
+def _tiny_run(tmp_path: Path, n: int = 48) -> TrainRun:
+    g = torch.Generator().manual_seed(0)
+    labels = torch.arange(n) % 4
+    imgs = (torch.rand(n, 1, 28, 28, generator=g) * 80 + labels.view(-1, 1, 1, 1) * 40).to(torch.uint8)
+    split = SplitData(imgs, labels, np.arange(n).astype(str), "train")
+    val = SplitData(imgs[:8], labels[:8], np.arange(8).astype(str), "val")
+    return TrainRun(split, val, INFO, select_device("cpu", 1), 0, tmp_path / "ckpt.pt", "fp", progress=False)
+
+
+@pytest.mark.parametrize("update", ["loss", "fixed"])
+def test_short_stage2_training_updates_centroids_as_configured(tmp_path, update):
+    parent = _parent()
+    method = create_method("oltr", {"epochs": 1, "batch_size": 16, "centroid_update": update})
+    model = method.build_model(INFO)
+    method.init_model(model, parent)
+    run = _tiny_run(tmp_path)
+    method.init_centroids(model, run)  # no parent features: the model's own v_direct (= parent's)
+    start = model.meta.centroids.detach().clone()
+    history = method.fit(model, run)
+    assert len(history) == 1 and np.isfinite(history["loss"]).all()
+    moved = float((model.meta.centroids.detach() - start).abs().max())
+    assert (moved > 0) if update == "loss" else (moved == 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (this machine has none)")
+def test_stage2_trains_single_process_on_gpu(tmp_path):
+    """Stage 2 on one GPU with AMP and channels_last: centroids, memory and model on the device."""
+    parent = _parent()
+    method = create_method("oltr", {"epochs": 1, "batch_size": 16})
+    model = method.build_model(INFO)
+    method.init_model(model, parent)
+    run = dataclasses.replace(_tiny_run(tmp_path), device=select_device("cuda", 1))
+    method.init_centroids(model, run)
+    history = method.fit(model, run)
+    assert np.isfinite(history["loss"]).all()
+    assert model.meta.centroids.device.type == "cuda"
+
+
+def test_param_groups_scale_backbone_and_centroid_lr():
+    method = create_method("oltr", {"backbone_lr_scale": 0.1, "centroid_lr_scale": 0.5})
+    model = method.build_model(INFO)
+    groups = method.trainable_parameters(model)
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.1, 0.5]
+    assert groups[2]["params"] == [model.meta.centroids]
+    n_all = sum(1 for p in model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in groups) == n_all
+    frozen = create_method("oltr", {"freeze_backbone": True})
+    assert [g["lr_scale"] for g in frozen.trainable_parameters(frozen.build_model(INFO))] == [1.0, 0.1]
+
+
+# --- registry / configs ----------------------------------------------------------------------
+@pytest.mark.parametrize("name, memory, selector, reach, attention", [
+    ("oltr_memory", True, False, False, "none"),
+    ("oltr_selector", True, True, False, "none"),
+    ("oltr_reach", True, True, True, "none"),
+    ("oltr", True, True, True, "modulated"),
+    ("oltr_spatial_fmap", True, True, True, "spatial_fmap"),
+])
+def test_fig5_ablation_entries(name, memory, selector, reach, attention):
+    method = create_method(name)
+    cfg = method.cfg
+    assert (cfg.memory, cfg.selector, cfg.reachability, cfg.attention) == (memory, selector, reach, attention)
+    assert method.requires_parent and cfg.sampler == "class_balanced" and dict(cfg.sampler_params) == {"per_class": 4}
+    model = method.build_model(INFO)
+    assert (model.attention is None) == (attention == "none")
+
+
+@pytest.mark.parametrize("params, key", [
+    ({"head": "linear"}, "head"), ({"attention": "bogus"}, "attention"), ({"squash_power": 3}, "squash_power"),
+    ({"memory": False}, "selector"), ({"margin": -1.0}, "margin"), ({"centroid_update": "x"}, "centroid_update"),
+])
+def test_config_errors_name_the_key(params, key):
+    with pytest.raises(ValueError, match=key):
+        make_config("oltr", params)
+
+
+# --- figure helpers --------------------------------------------------------------------------
+def test_open_classes_sweep_by_hand():
+    # 2 known test samples (one right, one wrong), 3 open samples: Bag (rejected), Bag (accepted), Boot (accepted)
+    pred = pd.DataFrame({
+        "sample_id": ["t0", "t1", "o0", "o1", "o2"], "split": ["test", "test", "open", "open", "open"],
+        "label": [0, 1, -1, -1, -1], "pred": [0, 0, 1, 0, 1], "confidence": [0.9, 0.9, 0.2, 0.9, 0.9]})
+    samples = pd.DataFrame({"sample_id": ["t0", "t1", "o0", "o1", "o2"],
+                            "split": ["test", "test", "open", "open", "open"],
+                            "class_name": ["A", "B", "Bag", "Bag", "Boot"]})
+    assert open_class_names(samples) == ["Bag", "Boot"]
+    t = open_classes_sweep(pred, samples, ["Bag", "Boot"], threshold=0.5)
+    # TP = 1, FP = 1 always; FN = 0, 1, 2 -> F = 2PR/(P+R) with P = 1/2, R = 1, 1/2, 1/3
+    f = [2 * 0.5 * r / (0.5 + r) for r in (1.0, 0.5, 1 / 3)]
+    assert np.allclose(t["f_measure"], f)
+    assert np.isnan(t["open_reject_rate"][0]) and np.allclose(t["open_reject_rate"][1:], [0.5, 1 / 3])
+
+
+def test_head_tail_classes_default_to_most_and_fewest():
+    counts = pd.DataFrame({"label": [0, 1, 2], "n_train": [5, 100, 20], "class_name": list("abc")})
+    assert head_tail_classes(counts) == (1, 0)
+    assert head_tail_classes(counts, head=2) == (2, 0)
+    with pytest.raises(ValueError, match="head_class"):
+        head_tail_classes(counts, head=7)

@@ -1,0 +1,200 @@
+"""The shared trainer on a tiny in-memory dataset: determinism, kill-and-resume, stale
+checkpoints, divergence, and the learning-rate schedules (by hand)."""
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from longtail import trainer
+from longtail.methods import make_config
+from longtail.data import DatasetInfo, SplitData
+from longtail.device import select_device
+from longtail.methods import create_method
+from longtail.trainer import HISTORY_COLUMNS, DivergenceError, TrainRun, lr_at
+
+N_CLASSES = 4
+PARAMS = {"backbone": "lenet", "epochs": 3, "batch_size": 16, "lr": 0.05}
+
+
+def make_split(n_per_class: int, split: str, seed: int) -> SplitData:
+    """28x28 grey images whose mean brightness depends on the class, plus noise."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(N_CLASSES).repeat_interleave(n_per_class)
+    base = (40 + 50 * labels).float().view(-1, 1, 1, 1)
+    images = (base + 30 * torch.randn(len(labels), 1, 28, 28, generator=g)).clamp(0, 255).to(torch.uint8)
+    return SplitData(images, labels, np.array([f"{split}-{i}" for i in range(len(labels))]), split)
+
+
+TRAIN = make_split(10, "train", 0)   # 40 images: 3 batches of 16 per epoch
+VAL = make_split(3, "val", 1)
+INFO = DatasetInfo(N_CLASSES, 1, (10,) * N_CLASSES, mean=float(TRAIN.images.float().mean() / 255),
+                   std=float(TRAIN.images.float().std() / 255))
+
+
+class Killed(RuntimeError):
+    """Stands in for the job being killed."""
+
+
+def train(ckpt: Path, *, seed: int = 0, fp: str = "fp", params: dict | None = None, step_fn=None):
+    """Build the model as pipeline.train does and fit it; return (model, history)."""
+    method = create_method("plain", {**PARAMS, **(params or {})})
+    torch.manual_seed(seed)
+    model = method.build_model(INFO)
+    run = TrainRun(TRAIN, VAL, INFO, select_device("cpu", 1), seed, ckpt, fp, progress=False)
+    history = trainer.fit(method, model, run, step_fn=step_fn(method) if step_fn else None)
+    return model, history
+
+
+def killed_in_epoch(kill_epoch: int):
+    """A step_fn doing exactly the default step, raising ``Killed`` at the start of ``kill_epoch``."""
+    def make(method):
+        def step(model, x, y, epoch, loss_fn, optimizer, scaler, b):
+            if epoch == kill_epoch:
+                raise Killed(f"killed in epoch {epoch}")
+            loss, logits = method.training_loss(model, x, y, epoch, loss_fn)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            return loss, logits
+        return step
+    return make
+
+
+def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+
+
+def assert_different_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
+    sa, sb = a.state_dict(), b.state_dict()
+    assert any(not torch.equal(sa[k], sb[k]) for k in sa)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """An uninterrupted 3-epoch run (seed 0)."""
+    return train(tmp_path_factory.mktemp("ref") / "checkpoint.pt")
+
+
+# ------------------------------------------------------------------------------ determinism
+
+
+def test_history_schema_and_learning(reference):
+    model, history = reference
+    assert list(history.columns) == list(HISTORY_COLUMNS)
+    assert history["epoch"].tolist() == [1, 2, 3]
+    assert (history["seconds"] > 0).all()
+    assert history[["train_acc", "val_acc"]].stack().between(0, 1).all()
+    assert history["loss"].iloc[-1] < history["loss"].iloc[0]  # it learns the class means
+    # lr logged = the cosine value at the last batch (2/3) of each epoch, lr 0.05 over 3 epochs
+    expected = [0.5 * 0.05 * (1 + math.cos(math.pi * (e + 2 / 3) / 3)) for e in range(3)]
+    assert history["lr"].tolist() == pytest.approx(expected)
+
+
+def test_same_seed_same_weights(reference, tmp_path):
+    model, history = train(tmp_path / "checkpoint.pt")
+    assert_same_weights(model, reference[0])
+    assert history["loss"].tolist() == reference[1]["loss"].tolist()
+
+
+def test_other_seed_other_weights(reference, tmp_path):
+    model, _ = train(tmp_path / "checkpoint.pt", seed=1)
+    assert_different_weights(model, reference[0])
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+
+def test_kill_and_resume_gives_identical_weights(reference, tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(Killed):
+        train(ckpt, step_fn=killed_in_epoch(1))  # epoch 1 (0-based) dies: epoch 0 is checkpointed
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["epoch"] == 0 and len(saved["history"]) == 1 and saved["fingerprint"] == "fp"
+    assert {"model", "optimizer", "scaler", "rng"} <= saved.keys()
+    model, history = train(ckpt)  # the restarted job
+    assert_same_weights(model, reference[0])
+    assert history["epoch"].tolist() == [1, 2, 3]
+    # epoch 1 was not redone: its row (timing included) comes from the checkpoint
+    assert history.iloc[0].to_dict() == saved["history"][0]
+    ref = reference[1]
+    assert history["loss"].tolist() == pytest.approx(ref["loss"].tolist(), rel=0, abs=0)
+    assert history["val_acc"].tolist() == ref["val_acc"].tolist()
+
+
+def test_stale_checkpoint_of_another_config_is_ignored(reference, tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(Killed):  # another config (lr 0.3) leaves a checkpoint behind
+        train(ckpt, fp="fp-other-config", params={"lr": 0.3}, step_fn=killed_in_epoch(2))
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 1
+    model, history = train(ckpt)  # fingerprint "fp" != "fp-other-config": starts from scratch
+    assert_same_weights(model, reference[0])
+    assert history["epoch"].tolist() == [1, 2, 3]
+
+
+def test_checkpoint_of_same_fingerprint_is_used(reference, tmp_path):
+    """Control for the test above: with the same fingerprint the lr-0.3 checkpoint IS resumed,
+    so the weights differ from the reference (the fingerprint is what protects a run)."""
+    ckpt = tmp_path / "checkpoint.pt"
+    with pytest.raises(Killed):
+        train(ckpt, params={"lr": 0.3}, step_fn=killed_in_epoch(2))
+    model, history = train(ckpt)
+    assert_different_weights(model, reference[0])
+    assert len(history) == 3
+
+
+def test_nan_loss_raises_divergence_and_removes_checkpoint(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    # lr 0.05 in epoch 1, then x1e12 from epoch 2 on (step schedule): the loss overflows in epoch 2,
+    # after epoch 1's checkpoint was written
+    params = {"schedule": "step", "milestones": [1], "gamma": 1e12}
+    with pytest.raises(DivergenceError, match=r"epoch 2.*lr \(now 5e\+10\)"):
+        train(ckpt, params=params)
+    assert not ckpt.exists()
+
+
+# ------------------------------------------------------------------------------ lr schedules
+
+
+def test_cosine_schedule_by_hand():
+    cfg = make_config("plain", {"lr": 0.1, "epochs": 10, "schedule": "cosine"})
+    assert lr_at(cfg, 0) == pytest.approx(0.1)
+    assert lr_at(cfg, 5) == pytest.approx(0.05)                   # cos(pi/2) = 0
+    assert lr_at(cfg, 2, 0.5) == pytest.approx(0.05 * (1 + math.sqrt(0.5)))  # t = 2.5: cos(pi/4)
+    assert lr_at(cfg, 9, 0.999) == pytest.approx(0.0, abs=1e-5)   # -> 0 at the end
+
+
+def test_step_schedule_by_hand():
+    cfg = make_config("plain", {"lr": 0.1, "epochs": 10, "schedule": "step", "milestones": [3, 6], "gamma": 0.1})
+    got = [lr_at(cfg, e, 0.5) for e in range(8)]
+    assert got == pytest.approx([0.1, 0.1, 0.1, 0.01, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_constant_schedule():
+    cfg = make_config("plain", {"lr": 0.02, "schedule": "constant"})
+    assert {lr_at(cfg, e, s) for e in range(5) for s in (0.0, 0.7)} == {0.02}
+
+
+def test_warmup_by_hand():
+    # LDAM-DRW: lr * e / 5 in (1-based) epochs 1..5, then the schedule (step at 160 and 180)
+    cfg = make_config("plain", {"lr": 0.1, "epochs": 200, "schedule": "step", "milestones": [160, 180],
+                                "gamma": 0.01, "warmup_epochs": 5})
+    assert [lr_at(cfg, e, 0.0) for e in range(6)] == pytest.approx([0.02, 0.04, 0.06, 0.08, 0.1, 0.1])
+    assert lr_at(cfg, 4, 0.99) == pytest.approx(0.1)  # never above lr during warm-up
+    assert max(lr_at(cfg, e, s / 10) for e in range(5) for s in range(10)) <= 0.1 + 1e-12
+    assert lr_at(cfg, 160) == pytest.approx(0.001) and lr_at(cfg, 185) == pytest.approx(1e-5)
+    # warm-up then cosine: the cosine part starts from t = warm-up end
+    cos = make_config("plain", {"lr": 0.1, "epochs": 10, "warmup_epochs": 2})
+    assert lr_at(cos, 0) == pytest.approx(0.05) and lr_at(cos, 1, 0.5) == pytest.approx(0.1)
+    assert lr_at(cos, 5) == pytest.approx(0.05)
+
+
+def test_unknown_schedule_rejected_by_config():
+    with pytest.raises(ValueError, match="schedule"):
+        make_config("plain", {"schedule": "exponential"})

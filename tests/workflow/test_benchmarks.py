@@ -1,0 +1,56 @@
+"""The benchmark scripts run and print the figures the README quotes (tiny settings: this checks
+that they work and that what they compare agrees, not their timings)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_script(name: str, *args: str) -> str:
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], cwd=ROOT, text=True,
+                          capture_output=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_mmn_bank_batched_path_matches_scikit_learn():
+    out = run_script("mmn_bank.py", "--features", "synthetic", "--subsets", "2", "--blocks", "4", "--repeat", "1")
+    assert re.search(r"bank: \d+ models", out), out
+    agree = float(re.search(r"test predictions agreeing ([\d.]+) %", out).group(1))
+    assert agree >= 99.0, out
+    rel = float(re.search(r"max relative difference ([\d.e+-]+)", out).group(1))
+    assert rel < 0.02, out
+    assert float(re.search(r"speed-up: ([\d.]+)x wall", out).group(1)) > 0, out
+
+
+def test_mmn_bank_rejects_a_missing_features_file(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/mmn_bank.py"), "--features",
+                           str(tmp_path / "none.parquet")], cwd=ROOT, text=True, capture_output=True, timeout=120)
+    assert proc.returncode != 0
+    assert "does not exist" in proc.stderr.strip().splitlines()[-1]
+
+
+def test_trainer_throughput_prints_its_ratios():
+    out = run_script("trainer_throughput.py", "--rounds", "1")
+    for label in ("bare", "PIL 0 workers", "PIL 2 workers"):
+        m = re.search(rf"ratio ours / {label}\s+([\d.]+)", out)
+        assert m and float(m.group(1)) > 0, out
+    assert "restart per call" in out, out
+
+
+def test_dag_benchmark_prints_ours_beside_snakemakes_floor():
+    out = run_script("dag.py", "--configfile", "config.yaml")
+    ours = re.search(r"snakemake -n --quiet rules.*?: (\d+) jobs, ([\d.]+) s wall", out)
+    assert ours and int(ours.group(1)) > 100, out
+    for label in ("bare", "directives"):
+        m = re.search(rf"synthetic -n --quiet rules, {label}\s*: (\d+) jobs, ([\d.]+) s wall.*ours / this = ([\d.]+)", out)
+        assert m, out
+        assert abs(int(m.group(1)) - int(ours.group(1))) <= 2, out  # the floor has as many jobs as ours
+        assert float(m.group(3)) > 0, out
+    assert re.search(r"snakemake --version .*: [\d.]+ s wall", out), out

@@ -1,0 +1,166 @@
+"""Malformed configs fail at parse time, before any job runs, with one line naming the key.
+
+Every case goes through the same two checks the Snakefile runs (the JSON schema through
+``snakemake.utils.validate``, then ``longtail.config_check``) in-process; four representative
+ones also go through a real ``snakemake -n`` to prove the workflow stops before any job.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from longtail.config_check import ConfigError, check_config, schema_error_line
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = str(ROOT / "rules" / "schemas" / "config.schema.yaml")
+SMOKE = yaml.safe_load((ROOT / "tests" / "configs" / "smoke.yaml").read_text())
+DS = "fmnist_smoke"
+
+
+def _set(path: str, value) -> Callable[[dict], None]:
+    """Mutation that sets a dotted key (creating mappings on the way)."""
+    def mutate(cfg: dict) -> None:
+        *parents, last = path.split(".")
+        node = cfg
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    return mutate
+
+
+def _del(path: str) -> Callable[[dict], None]:
+    def mutate(cfg: dict) -> None:
+        *parents, last = path.split(".")
+        node = cfg
+        for p in parents:
+            node = node[p]
+        del node[last]
+    return mutate
+
+
+def _many(*fns: Callable[[dict], None]) -> Callable[[dict], None]:
+    def mutate(cfg: dict) -> None:
+        for fn in fns:
+            fn(cfg)
+    return mutate
+
+
+CUR = f"datasets.{DS}.curation"
+# id: (mutation, text that must appear in the one-line error: the key, and for lists the value)
+CASES: dict[str, tuple[Callable[[dict], None], list[str]]] = {
+    "unknown_method": (_set("runs.plain.method", "magic_net"), ["runs.plain", "method", "magic_net"]),
+    "negative_imbalance": (_set(f"{CUR}.imbalance_factor", -5), [f"{CUR}.imbalance_factor", "-5"]),
+    "imbalance_leaves_empty_class": (_set(f"{CUR}.imbalance_factor", 1000), [f"{CUR}.imbalance_factor"]),
+    "missing_dataset_source": (_del(f"datasets.{DS}.source"), [f"datasets.{DS}", "source"]),
+    "open_class_also_known": (_set(f"{CUR}.known_classes", ["Bag", "Trouser", "Coat"]),
+                              [f"{CUR}.open_classes", "Bag", "known_classes"]),
+    "unknown_class_name": (_set(f"{CUR}.open_classes", ["Hat"]), [f"{CUR}", "Hat"]),
+    "shots_out_of_order": (_set("shots", {"many": 10, "few": 50}), ["shots", "few", "many"]),
+    "meta_k_above_smallest_class": (_many(_set(f"{CUR}.meta_per_class", 50), _set(f"{CUR}.meta_mode", "development")),
+                                    [f"{CUR}.meta_per_class", "smallest class"]),
+    "unknown_backbone": (_set("runs.plain.params.backbone", "vgg99"), ["runs.plain", "backbone", "vgg99"]),
+    "unknown_sampler": (_set("runs.plain.params.sampler", "lottery"), ["runs.plain", "sampler", "lottery"]),
+    "bad_init_from": (_set("runs.plain.init_from", "ghost"), ["runs.plain.init_from", "ghost"]),
+    "init_from_cycle": (_many(_set("runs.plain.init_from", "other"),
+                              _set("runs.other", {"method": "plain", "init_from": "plain"})),
+                        ["init_from", "cycle"]),
+    "unknown_param": (_set("runs.plain.params.learning_rate", 0.1), ["runs.plain", "learning_rate"]),
+    "zero_epochs": (_set("runs.plain.params.epochs", 0), ["runs.plain", "epochs"]),
+    "negative_lr": (_set("runs.plain.params.lr", -0.1), ["runs.plain", "lr"]),
+    "open_threshold_above_one": (_set("open_threshold", 1.5), ["open_threshold", "1.5"]),
+    "dataset_open_threshold_zero": (_set(f"datasets.{DS}.open_threshold", 0), [f"datasets.{DS}.open_threshold"]),
+    "unknown_top_level_key": (_set("sedes", [0]), ["sedes"]),
+    "unknown_curation_key": (_set(f"{CUR}.imbalance", 10), ["imbalance", f"{CUR}"]),
+    "duplicate_seeds": (_set("seeds", [0, 1, 0]), ["seeds", "repeat"]),
+    "negative_seed": (_set("seeds", [-1]), ["seeds.0", "-1"]),
+    "tsne_run_unknown": (_set("tsne.runs", ["nope"]), ["tsne.runs", "nope"]),
+    "dataset_runs_unknown": (_set(f"datasets.{DS}.runs", ["nope"]), [f"datasets.{DS}.runs", "nope"]),
+    "unknown_profile": (_set(f"{CUR}.profile", "zipf"), [f"{CUR}.profile", "zipf"]),
+    "bad_device": (_set("device", "tpu"), ["device", "tpu"]),
+    "bad_dataset_name": (_set("datasets.Fashion-LT", copy.deepcopy(SMOKE["datasets"][DS])), ["Fashion-LT"]),
+    "paper_results_unknown_run": (_set(f"paper_results.{DS}", {"nope": {"closed/overall/top1": 50}}),
+                                  [f"paper_results.{DS}.nope"]),
+    "missing_runs": (_del("runs"), ["runs"]),
+}
+
+
+def config_error(cfg: dict) -> str | None:
+    """The one-line error the Snakefile would raise for ``cfg``, or None if it is accepted."""
+    try:
+        validate(cfg, SCHEMA)
+    except WorkflowError as exc:
+        return schema_error_line(exc)
+    try:
+        check_config(cfg)
+    except ConfigError as exc:
+        return str(exc)
+    return None
+
+
+def mutated(case: str) -> dict:
+    cfg = copy.deepcopy(SMOKE)
+    CASES[case][0](cfg)
+    return cfg
+
+
+def test_smoke_config_is_valid() -> None:
+    assert config_error(copy.deepcopy(SMOKE)) is None
+
+
+def test_enough_cases() -> None:
+    assert len(CASES) >= 15
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_malformed_config_fails_with_one_line_naming_the_key(case: str) -> None:
+    msg = config_error(mutated(case))
+    assert msg is not None, f"{case}: config was accepted"
+    assert "\n" not in msg.strip(), f"{case}: error is not one line:\n{msg}"
+    for needle in CASES[case][1]:
+        assert needle in msg, f"{case}: '{needle}' missing from: {msg}"
+
+
+# Through the real workflow: parse-time failure, no job, no results/ directory.
+DRY_RUN_CASES = ["unknown_method", "negative_imbalance", "missing_dataset_source", "meta_k_above_smallest_class"]
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, Path]]:
+    """Run the four `snakemake -n` in parallel (each ~2-5 s of parse time)."""
+    smk = str(Path(sys.executable).with_name("snakemake"))
+    procs = {}
+    for case in DRY_RUN_CASES:
+        work = tmp_path_factory.mktemp(case)
+        cfg = work / "config.yaml"
+        cfg.write_text(yaml.safe_dump(mutated(case)))
+        procs[case] = (work, subprocess.Popen(
+            [smk, "-s", str(ROOT / "Snakefile"), "-d", str(work), "--configfile", str(cfg), "-n", "--cores", "1"],
+            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "OMP_NUM_THREADS": "1"}))
+    out = {}
+    for case, (work, p) in procs.items():
+        text, _ = p.communicate(timeout=300)
+        out[case] = (p.returncode, text, work)
+    return out
+
+
+@pytest.mark.parametrize("case", DRY_RUN_CASES)
+def test_snakemake_stops_at_parse_time(case: str, dry_runs: dict) -> None:
+    rc, out, work = dry_runs[case]
+    assert rc != 0, out[-2000:]
+    lines = [ln for ln in out.splitlines() if ln.startswith("config error:")]
+    assert len(lines) == 1, f"expected one 'config error:' line:\n{out[-2000:]}"
+    for needle in CASES[case][1]:
+        assert needle in lines[0], f"'{needle}' missing from: {lines[0]}"
+    assert "Job stats" not in out and "rule " not in out, "jobs were scheduled"
+    assert not (work / "results").exists(), "a results/ directory was created"

@@ -1,0 +1,1 @@
+"""MetaModelNet (Wang et al., NIPS 2017): model dynamics from a few-shot model bank, and its figures."""

@@ -1,0 +1,183 @@
+"""OLTR stage 2 (Liu et al., CVPR 2019) and its Fig. 5 ablations, on the shared trainer.
+
+Stage 1 is the run named by ``init_from`` (a ``plain`` run). Stage 2:
+
+- model (:class:`longtail.methods.oltr.modules.OLTRNet`): the parent's backbone, attention on its last feature
+  map, the dynamic meta-embedding and the squashing cosine classifier; the backbone weights are
+  loaded from the parent checkpoint (``init_model``), the hallucinator T_hal from the parent's
+  linear classifier (the authors load the stage-1 classifier into ``fc_hallucinator``);
+- memory: the K centroids start as the class means of the parent's embeddings of the training
+  set (``run.parent_features['train']``, the authors' ``centroids_cal`` on stage-1 features);
+- loss (Eq. 7): CE + ``centroid_weight`` * (attract + ``repel_weight`` * repel) on v_direct;
+- centroids are then updated as the authors do (``centroid_update: loss``): they are parameters
+  of the centroid loss only (the meta-embedding reads them detached), stepped by SGD at
+  ``lr * centroid_lr_scale`` with the class-averaged centre-loss gradient of the attract term
+  plus the repel term's gradient. ``ema`` (moving class means) and ``fixed`` are alternatives;
+- class-aware sampling, 4 images per class (the ``class_balanced`` sampler).
+
+Deviations (documented choices): the shared trainer keeps the last epoch (the authors keep the
+best val epoch); the attention modules learn at the new modules' lr (the authors' feature-model
+lr is 10x lower); MA(f) is a query-key attention over positions rather than an fc over a fixed
+7x7 map (see :mod:`longtail.methods.oltr.modules`).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from ... import trainer
+from ...data import DatasetInfo
+from ...models import create_backbone
+from .modules import OLTRNet, centroid_loss, class_means, ema_update
+from ...trainer import TrainRun
+from .. import register_method
+from ..base import Method
+
+
+@register_method("oltr")
+class OLTR(Method):
+    """Full OLTR: dynamic meta-embedding + modulated attention (Fig. 5a, last bar)."""
+
+    requires_parent = True
+
+    # --- model -------------------------------------------------------------------------------
+    def build_model(self, info: DatasetInfo) -> OLTRNet:
+        cfg = self.cfg
+        backbone = create_backbone(cfg.backbone, info.in_channels, None)  # weights come from the parent
+        model = OLTRNet(backbone, info.num_classes, attention=cfg.attention,
+                        attention_reduction=cfg.attention_reduction, memory=cfg.memory, selector=cfg.selector,
+                        reachability=cfg.reachability, reachability_scale=cfg.reachability_scale,
+                        cosine_scale=cfg.cosine_scale, squash_power=cfg.squash_power)
+        model.meta.centroids.requires_grad_(cfg.centroid_update == "loss")
+        if cfg.freeze_backbone:
+            model.backbone.requires_grad_(False)
+        return model
+
+    def init_model(self, model: nn.Module, parent: Mapping | None) -> None:
+        """Load the stage-1 backbone (strict: every backbone weight must be there) and, with
+        ``hallucinator_init: parent``, the stage-1 classifier into T_hal."""
+        if parent is None:
+            return
+        parent_backbone = (parent.get("config") or {}).get("backbone", self.cfg.backbone)
+        if parent_backbone != self.cfg.backbone:
+            raise ValueError(f"backbone '{self.cfg.backbone}' differs from the init_from run's '{parent_backbone}'; "
+                             "set the same backbone in params")
+        state = parent["model"]
+        backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        model.backbone.load_state_dict(backbone, strict=True)
+        w = state.get("head.weight")
+        if self.cfg.hallucinator_init == "parent" and w is not None and w.shape == model.meta.hallucinator.weight.shape:
+            with torch.no_grad():
+                model.meta.hallucinator.weight.copy_(w)
+                bias = state.get("head.bias")
+                if bias is not None and bias.shape == model.meta.hallucinator.bias.shape:
+                    model.meta.hallucinator.bias.copy_(bias)
+                else:
+                    model.meta.hallucinator.bias.zero_()
+
+    def trainable_parameters(self, model: nn.Module) -> list[dict[str, Any]]:
+        """Three SGD groups with an ``lr_scale`` each (applied by this method's step function):
+        new modules 1, parent backbone ``backbone_lr_scale``, centroids ``centroid_lr_scale``."""
+        backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+        centroids = [p for p in (model.meta.centroids,) if p.requires_grad]
+        taken = {id(p) for p in backbone} | {id(model.meta.centroids)}
+        new = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+        groups = [{"params": new, "lr_scale": 1.0},
+                  {"params": backbone, "lr_scale": self.cfg.backbone_lr_scale},
+                  {"params": centroids, "lr_scale": self.cfg.centroid_lr_scale}]
+        return [g for g in groups if g["params"]]
+
+    # --- training ----------------------------------------------------------------------------
+    def oltr_loss(self, model: OLTRNet, out: Mapping[str, torch.Tensor], y: torch.Tensor, epoch: int,
+                  loss_fn: nn.Module) -> torch.Tensor:
+        """Eq. 7: CE(logits, y) + lambda * L_LM(features, centroids), L_LM in fp32."""
+        cfg = self.cfg
+        loss = loss_fn(out["logits"], y, epoch)
+        if cfg.centroid_weight == 0:
+            return loss
+        feats = out["direct"] if cfg.centroid_loss_on == "direct" else out["meta"]
+        c = model.meta.centroids if cfg.centroid_update == "loss" else model.meta.centroids.detach()
+        with torch.autocast(device_type=feats.device.type, enabled=False):
+            lm = centroid_loss(feats.float(), y, c, margin=cfg.margin, repel_weight=cfg.repel_weight)
+        return loss + cfg.centroid_weight * lm
+
+    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int,
+                      loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model.forward_all(x)
+        return self.oltr_loss(model, out, y, epoch, loss_fn), out["logits"]
+
+    def init_centroids(self, model: OLTRNet, run: TrainRun) -> None:
+        """Memory M <- class means of the parent's training embeddings (else of the model's own
+        v_direct, which equals the parent's at initialisation: SA starts at 0)."""
+        k = model.meta.centroids.shape[0]
+        feats = (run.parent_features or {}).get("train")
+        if feats is not None:
+            x, labels = torch.from_numpy(np.asarray(feats[0], np.float32)), torch.from_numpy(np.asarray(feats[1]))
+            if x.shape[1] != model.meta.centroids.shape[1]:
+                raise ValueError(f"parent features have {x.shape[1]} dims, the backbone embeds into "
+                                 f"{model.meta.centroids.shape[1]}: init_from must name a run with the same backbone")
+        else:
+            dev = run.device
+            model.to(dev.device).eval()
+            xs, ys = [], []
+            with torch.no_grad():
+                for idx, xb in run.train.iterate(self.cfg.eval_batch_size, run.info, dev.device,
+                                                 channels_last=dev.channels_last):
+                    with dev.autocast():
+                        xs.append(model.direct(xb).float().cpu())
+                    ys.append(run.train.labels[idx])
+            x, labels = torch.cat(xs), torch.cat(ys)
+        with torch.no_grad():
+            model.meta.centroids.copy_(class_means(x, labels.long(), k).to(model.meta.centroids.device))
+
+    def fit(self, model: nn.Module, run: TrainRun) -> pd.DataFrame:
+        self.init_centroids(model, run)  # a resumed run then loads its saved centroids over these
+        cfg, dev = self.cfg, run.device
+
+        def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int, loss_fn: nn.Module,
+                 optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, batch: int):
+            for g in optimizer.param_groups:  # the trainer has just set g["lr"] to the scheduled lr
+                g["lr"] = g["lr"] * g.get("lr_scale", 1.0)
+            with dev.autocast():
+                out = model.forward_all(x)
+                loss = self.oltr_loss(model, out, y, epoch, loss_fn)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+            if cfg.centroid_update == "ema":
+                ema_update(model.meta.centroids.data, out["direct"].detach().float(), y, cfg.centroid_momentum)
+            return loss, out["logits"]
+
+        return trainer.fit(self, model, run, step_fn=step)
+
+    # --- inference ---------------------------------------------------------------------------
+    def infer(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, embedding): v_meta (``embedding: meta``, the classifier's input) or v_direct."""
+        out = model.forward_all(x)
+        return out["logits"], out["meta"] if self.cfg.embedding == "meta" else out["direct"]
+
+
+@register_method("oltr_memory")
+class OLTRMemory(OLTR):
+    """Fig. 5b: + memory feature only (v_direct + v_memory)."""
+
+
+@register_method("oltr_selector")
+class OLTRSelector(OLTR):
+    """Fig. 5b: + concept selector."""
+
+
+@register_method("oltr_reach")
+class OLTRReach(OLTR):
+    """Fig. 5b: + reachability calibrator (the full dynamic meta-embedding, no attention)."""
+
+
+@register_method("oltr_spatial_fmap")
+class OLTRSpatialFmap(OLTR):
+    """Fig. 5c: spatial attention on the original feature map instead of the self-attention map."""
