@@ -9,7 +9,7 @@ SMK     := $(BIN)/snakemake
 CORES   ?= all
 PYTEST_ARGS ?=
 
-.PHONY: setup data run report figures preset test lint dag bench clean
+.PHONY: setup data run report figures preset test lint dag bench docs clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -54,6 +54,11 @@ dag: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# The numbers in README.md and docs/*.md, rewritten from results/ (after make run; make bench
+# first for docs/performance.md's benchmark figures).
+docs: $(VENV)/.installed
+	$(BIN)/python tools/write_docs.py
 
 clean:
 	rm -rf results/data results/train results/predictions results/features results/metrics \
