@@ -8,13 +8,13 @@ when other processes share the machine) of the best of ``--repeat`` rounds, in t
 - ``-n --quiet rules``  job blocks not printed (as ``make dag``, which also drops the job table);
 - ``-n``                every job block printed (what a user reading the plan waits for).
 
-Target (issue 10): <= 5 s for >= 600 jobs; ``--seeds 1`` gives 824 jobs.
+Target: <= 5 s for >= 600 jobs; ``--seeds 1`` gives 824 jobs.
 
 Every Snakemake start imports all installed executor plugins to build its command line. The SLURM
 plugin (requirements.txt) computes a help text at import time and, when ``sinfo`` is on PATH, runs
 ``scontrol show config`` to read MinJobAge. On a cluster's login node that answers in milliseconds;
 on a machine with a SLURM client but no reachable controller it blocks until scontrol gives up
-(~9 s here). Where a SLURM client is on PATH, the script therefore measures with a PATH that hides
+(seconds per start). Where a SLURM client is on PATH, the script therefore measures with a PATH that hides
 the SLURM client commands (a temporary folder of links to everything else on PATH), i.e. as on a
 workstation without SLURM, so that the numbers measure the workflow, not the host's SLURM set-up,
 and then once more as is.
@@ -22,7 +22,7 @@ and then once more as is.
 To say how much of the time is Snakemake's own, each round times, right after our dry run, two
 synthetic workflows with the same number of jobs, as chains of three rules (train -> infer ->
 evaluate) under one target rule: ``bare`` (output + ``shell:`` only: Snakemake's floor for that
-many jobs) and ``directives`` (the same chains with what STYLE.md requires of every rule: log,
+many jobs) and ``directives`` (the same chains with the directives every rule of ours carries: log,
 benchmark, conda, threads, resources, a params function and ``script:``). What ours costs beyond
 the second comes from what the workflow adds: more files per job, input functions, the table and
 figure rules.

@@ -2,8 +2,8 @@
 
 Every Snakemake start imports all installed executor plugins to build its command line, and the
 SLURM plugin's import runs `scontrol show config` when `sinfo` is on PATH. Where a SLURM client is
-installed but no controller answers (this machine between SLURM tests), that call blocks until
-scontrol gives up, ~9 s per Snakemake start. The test session and `benchmarks/dag.py` run
+installed but no controller answers (a test machine between SLURM tests), that call blocks until
+scontrol gives up, seconds at every Snakemake start. The test session and `benchmarks/dag.py` run
 Snakemake with this PATH instead, as on a workstation without SLURM.
 """
 
