@@ -1,7 +1,9 @@
-"""Make sure the embedded dataset (Fashion-MNIST) can be found; install Debian's package if not.
+"""Make sure the embedded datasets can be found; install Debian's packages if not.
 
-Run by `make setup`. With apt and root, installs `dataset-fashion-mnist`; otherwise prints how to
-get the data (torchvision download with internet, or a folder in config) and exits non-zero.
+Run by `make setup`. Fashion-MNIST: with apt and root, installs `dataset-fashion-mnist`; otherwise
+prints how to get the data (torchvision download with internet, or a folder in config). Glyphs:
+the pinned font packages of the `glyphs` source (its defaults, plus any `packages` a config's
+glyphs source lists), installed with apt when missing. Exits non-zero when something is missing.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
+from longtail.glyphs import DEFAULT_PACKAGES, missing_packages  # noqa: E402
 from longtail.sources import DataError, fashion_mnist_candidates, load_source  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def found() -> bool:
@@ -24,15 +29,62 @@ def found() -> bool:
         return False
 
 
-def main() -> int:
+def can_apt() -> bool:
+    return bool(shutil.which("apt-get")) and os.geteuid() == 0
+
+
+def apt_install(packages: list[str]) -> None:
+    subprocess.run(["apt-get", "update", "-qq"], check=False)
+    subprocess.run(["apt-get", "install", "-y", "-qq", *packages], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def glyph_packages() -> list[str]:
+    """The glyphs source's default packages and those its config blocks list (config.yaml, presets)."""
+    import yaml
+
+    packages = list(DEFAULT_PACKAGES)
+    for path in [ROOT / "config.yaml", *sorted((ROOT / "config" / "presets").glob("*.yaml"))]:
+        try:
+            cfg = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            continue
+        for ds in (cfg.get("datasets") or {}).values():
+            src = (ds or {}).get("source") or {}
+            if src.get("name") == "glyphs":
+                packages += [str(p) for p in src.get("packages") or []]
+    return list(dict.fromkeys(packages))
+
+
+def ensure_fonts() -> int:
+    packages = glyph_packages()
+    missing = missing_packages(packages)
+    if not missing:
+        print(f"Glyph font packages: found ({len(packages)})")
+        return 0
+    if can_apt():
+        print(f"Glyph font packages missing; installing {' '.join(missing)} ...")
+        apt_install(missing)
+        missing = missing_packages(packages)
+        if not missing:
+            return 0
+    print(
+        f"Font packages of the glyphs source not installed: {' '.join(missing)}.\n"
+        "Get them one of these ways:\n"
+        f"  - as root on Debian/Ubuntu: apt-get install {' '.join(missing)}\n"
+        "  - list installed font packages in the glyphs source's `packages` option instead",
+        file=sys.stderr,
+    )
+    return 1
+
+
+def ensure_fashion_mnist() -> int:
     if found():
         print("Fashion-MNIST: found")
         return 0
-    if shutil.which("apt-get") and os.geteuid() == 0:
+    if can_apt():
         print("Fashion-MNIST not found; installing Debian's dataset-fashion-mnist ...")
-        subprocess.run(["apt-get", "update", "-qq"], check=False)
-        subprocess.run(["apt-get", "install", "-y", "-qq", "dataset-fashion-mnist"], check=True,
-                       env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        apt_install(["dataset-fashion-mnist"])
         if found():
             return 0
     where = ", ".join(str(p) for p in fashion_mnist_candidates({}))
@@ -45,6 +97,10 @@ def main() -> int:
         file=sys.stderr,
     )
     return 1
+
+
+def main() -> int:
+    return max(ensure_fashion_mnist(), ensure_fonts())
 
 
 if __name__ == "__main__":

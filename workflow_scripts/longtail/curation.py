@@ -186,7 +186,11 @@ def _curate_profile(source: SourceData, cfg: CurationConfig, seed: int) -> tuple
 
     train_labels = source.labels["train"]
     pools = {c: rng.permutation(np.flatnonzero(train_labels == c)) for c in known}
-    reserved = cfg.val_per_class + (cfg.meta_per_class if cfg.meta_mode == "disjoint" else 0)
+    # val / meta come from the source's own pools when it has them (e.g. held-out typefaces),
+    # else they are carved out of its train split ahead of the training images
+    own_val, own_meta = "val" in source.labels, "meta" in source.labels
+    reserved = (0 if own_val else cfg.val_per_class) + (
+        cfg.meta_per_class if cfg.meta_mode == "disjoint" and not own_meta else 0)
     if cfg.profile == "none":
         sizes = np.array([len(pools[c]) - reserved for c in known])
         order = np.argsort(-sizes, kind="stable")
@@ -213,12 +217,19 @@ def _curate_profile(source: SourceData, cfg: CurationConfig, seed: int) -> tuple
                 f"{reserved + n_c}; lower n_max, val_per_class or meta_per_class"
             )
         group = cfg.shots.group(int(n_c))
-        val = pool[: cfg.val_per_class]
-        add("val", "train", val, label, names[c], int(n_c), group)
-        start = cfg.val_per_class
+        start = 0
+        if own_val:
+            add("val", "val", _own_pool(source, "val", c, cfg.val_per_class, rng), label, names[c], int(n_c), group)
+        else:
+            add("val", "train", pool[: cfg.val_per_class], label, names[c], int(n_c), group)
+            start = cfg.val_per_class
         if cfg.meta_per_class and cfg.meta_mode == "disjoint":
-            add("meta", "train", pool[start: start + cfg.meta_per_class], label, names[c], int(n_c), group)
-            start += cfg.meta_per_class
+            if own_meta:
+                meta = _own_pool(source, "meta", c, cfg.meta_per_class, rng)
+                add("meta", "meta", meta, label, names[c], int(n_c), group)
+            else:
+                add("meta", "train", pool[start: start + cfg.meta_per_class], label, names[c], int(n_c), group)
+                start += cfg.meta_per_class
         train = pool[start: start + n_c]
         add("train", "train", train, label, names[c], int(n_c), group)
         if cfg.meta_per_class and cfg.meta_mode == "development":
@@ -239,6 +250,15 @@ def _curate_profile(source: SourceData, cfg: CurationConfig, seed: int) -> tuple
         add("open", "test", np.sort(test), -1, names[c], 0, "open")
 
     return _tables(rows, cfg.shots, source)
+
+
+def _own_pool(source: SourceData, split: str, c: int, n: int, rng: np.random.Generator) -> np.ndarray:
+    """``n`` seeded draws of class ``c`` from the source's own ``split`` pool, in index order."""
+    idx = np.flatnonzero(source.labels[split] == c)
+    if len(idx) < n:
+        raise DataError(f"class '{source.class_names[c]}' has {len(idx)} images in the source's {split} "
+                        f"pool but {split}_per_class is {n}; lower it")
+    return np.sort(rng.permutation(idx)[:n])
 
 
 def _tables(rows: list[tuple], shots: ShotConfig, source: SourceData) -> tuple[pd.DataFrame, pd.DataFrame]:

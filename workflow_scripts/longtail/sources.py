@@ -292,3 +292,21 @@ def image_list(params: Mapping) -> SourceData:
     names = tuple(params.get("class_names") or [f"class_{i:04d}" for i in range(n_classes)])
     return SourceData("image_list", names, labels, paths=paths, image_size=int(params.get("image_size", 224)),
                       provenance=provenance, fixed_splits=True)
+
+
+# --- characters rendered from Debian font packages (Glyph-LT) ----------------------------------
+
+
+@register_source("glyphs")
+def glyphs(params: Mapping) -> SourceData:
+    """The source's classes (EMNIST-balanced's 47 characters by default) rendered from every
+    typeface of pinned Debian font packages, one image per (typeface, class), cached once per
+    machine; its train / val / meta / test splits hold disjoint typefaces. Options and filters:
+    :class:`longtail.glyphs.GlyphSettings` and the module's docstring."""
+    from .glyphs import GlyphSettings, build_glyphs, glyph_source_data
+
+    try:
+        settings = GlyphSettings.from_params(params)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
+    return SourceData(**glyph_source_data(build_glyphs(settings)))
