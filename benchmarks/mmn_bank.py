@@ -57,7 +57,7 @@ def synthetic(d: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 
 def load(path: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from longtail.pipeline import read_features
+    from longtail.contracts import read_features
 
     f = read_features(path)
     return f["train"][0], f["train"][1], f["test"][0], f["test"][1]

@@ -1,7 +1,6 @@
 """Rule evaluate: long-form metrics and per-class accuracy of one run's predictions."""
 
-import pandas as pd
-
+from longtail.contracts import per_class_table, read_class_counts, read_predictions
 from longtail.io import write_parquet
 from longtail.metrics import evaluate, per_class_accuracy
 from longtail.runtime import log_to
@@ -9,15 +8,13 @@ from longtail.runtime import log_to
 
 def main(smk) -> None:
     log_to(smk.log[0])
-    preds = pd.read_parquet(smk.input.predictions)
-    counts = pd.read_parquet(smk.input.counts)
+    preds = read_predictions(smk.input.predictions)
+    counts = read_class_counts(smk.input.counts)
     w = smk.wildcards
     metrics = evaluate(preds, counts, dataset=w.dataset, method=w.run, seed=int(w.seed),
                        threshold=float(smk.params.threshold))
-    per_class = per_class_accuracy(preds[preds["split"] == "test"], len(counts))
-    per_class = per_class.merge(counts[["label", "class_name", "n_train", "shot_group"]], on="label")
-    per_class.insert(0, "run", w.run)
-    per_class.insert(1, "seed", int(w.seed))
+    per_class = per_class_table(per_class_accuracy(preds[preds["split"] == "test"], len(counts)), counts,
+                                w.run, int(w.seed))
     write_parquet(metrics, smk.output.metrics)
     write_parquet(per_class, smk.output.per_class)
 

@@ -5,18 +5,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from longtail.contracts import FEATURE_SPLITS, PREDICTION_SPLITS, features_table, predictions_table, read_samples
 from longtail.curation import imbalanced_test_predictions
 from longtail.data import load_split
 from longtail.device import select_device
 from longtail.io import atomic_path, write_parquet
-from longtail.pipeline import FEATURE_SPLITS, PREDICTION_SPLITS, features_table, infer, load_trained, predictions_table
+from longtail.pipeline import infer, load_trained
 from longtail.runtime import log_to, source_params
 from longtail.sources import load_source
 
 
 def main(smk) -> None:
     log_to(smk.log[0])
-    samples = pd.read_parquet(smk.input.samples)
+    samples = read_samples(smk.input.samples)
     name, opts = source_params(smk.params.source)
     source = load_source(name, opts)
     method, model, info = load_trained(torch.load(smk.input.model, map_location="cpu", weights_only=False))

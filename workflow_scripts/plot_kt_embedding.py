@@ -6,8 +6,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
+from longtail.contracts import feature_matrix
 from longtail.io import save_figure
-from longtail.pipeline import feature_matrix
 from longtail.methods.kt.figures import embed_2d, embedding_points, kt_embedding_figure, kt_state, pick_few_shot_class
 from longtail.runtime import log_to
 

@@ -6,7 +6,8 @@ import pandas as pd
 import pyarrow.parquet as pq
 import torch
 
-from longtail.io import feature_matrix, save_figure, write_parquet
+from longtail.contracts import feature_matrix
+from longtail.io import save_figure, write_parquet
 from longtail.plots import tsne_embedding
 from longtail.methods.metamodelnet.figures import dynamics_figure, dynamics_points
 from longtail.runtime import log_to

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from longtail.io import feature_matrix, save_figure
+from longtail.contracts import feature_matrix
+from longtail.io import save_figure
 from longtail.plots import stratified_subsample, tsne_embedding
 from longtail.methods.oltr.figures import compactness, head_tail_classes, tsne_head_tail_figure
 from longtail.runtime import log_to

@@ -6,9 +6,10 @@ import pandas as pd
 import torch
 import yaml
 
+from longtail.contracts import read_features
 from longtail.device import select_device
 from longtail.io import torch_save, write_parquet, write_text
-from longtail.pipeline import read_features, train
+from longtail.pipeline import train
 from longtail.runtime import log_to, source_params
 from longtail.sources import load_source
 

@@ -3,7 +3,8 @@
 import pandas as pd
 import pyarrow.parquet as pq
 
-from longtail.io import feature_matrix, save_figure
+from longtail.contracts import feature_matrix
+from longtail.io import save_figure
 from longtail.plots import stratified_subsample, tsne_embedding, tsne_figure
 from longtail.runtime import log_to
 

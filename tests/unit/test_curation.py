@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from longtail.curation import SAMPLE_COLUMNS, SPLITS, CurationConfig, ShotConfig, class_sizes, curate
+from longtail.contracts import SAMPLE_COLUMNS, SPLITS
+from longtail.curation import CurationConfig, ShotConfig, class_sizes, curate
 from longtail.sources import DataError, SourceData, load_source
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,8 +17,8 @@ import yaml
 from snakemake.utils import validate
 
 from longtail.config_check import ConfigError, check_config
-from longtail.curation import (IMBALANCED_TEST_SPLITS, CurationConfig, curate, imbalanced_test_predictions,
-                               imbalanced_test_sizes)
+from longtail.contracts import IMBALANCED_TEST_SPLITS
+from longtail.curation import CurationConfig, curate, imbalanced_test_predictions, imbalanced_test_sizes
 from longtail.metrics import evaluate
 from longtail.sources import DataError, SourceData
 from longtail.tables import build_table, display_table, summarise, table_notes

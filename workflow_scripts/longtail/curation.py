@@ -22,17 +22,9 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from .contracts import (IMBALANCED_TEST_PREFIX, IMBALANCED_TEST_SPLITS, IMBALANCED_TESTS, SPLITS,
+                        samples_table)
 from .sources import DataError, SourceData
-
-SPLITS = ("train", "val", "meta", "test", "open")
-# MFM appendix C.1 imbalanced test sets: config name -> split name, and the sample_id prefix of
-# their rows (copies of test rows). Test-1 = reversed, Test-2 = permuted.
-IMBALANCED_TESTS = {"reversed": "test_reversed", "permuted": "test_permuted"}
-IMBALANCED_TEST_SPLITS = tuple(IMBALANCED_TESTS.values())
-IMBALANCED_TEST_PREFIX = {"reversed": "rev-", "permuted": "perm-"}
-SAMPLE_COLUMNS = (
-    "sample_id", "source", "source_index", "split", "label", "class_name", "train_count", "shot_group",
-)
 
 
 @dataclass(frozen=True)
@@ -157,7 +149,7 @@ def _resolve_classes(names: Sequence[str], wanted: Sequence[str], what: str) -> 
 
 
 def curate(source: SourceData, cfg: CurationConfig, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (samples, class_counts) tables; see DESIGN.md for their columns."""
+    """Return (samples, class_counts) tables (``contracts.SAMPLES``, ``contracts.CLASS_COUNTS``)."""
     if cfg.profile == "lists" or source.fixed_splits:
         samples, counts = curate_lists(source, cfg)
     else:
@@ -262,8 +254,7 @@ def _own_pool(source: SourceData, split: str, c: int, n: int, rng: np.random.Gen
 
 
 def _tables(rows: list[tuple], shots: ShotConfig, source: SourceData) -> tuple[pd.DataFrame, pd.DataFrame]:
-    samples = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
-    samples = samples.astype({"source_index": "int64", "label": "int64", "train_count": "int64"})
+    samples = samples_table(rows)
     samples.attrs.update(source.provenance)  # saved in the parquet metadata (e.g. list checksums)
     return samples, class_counts(samples, shots)
 

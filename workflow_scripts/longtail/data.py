@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .contracts import FeatureSet  # noqa: F401  (the trainer's TrainRun types its parent features with it)
 from .sources import SourceData
 
 
@@ -36,10 +37,6 @@ class DatasetInfo:
     def from_dict(cls, d: Mapping) -> "DatasetInfo":
         return cls(int(d["num_classes"]), int(d["in_channels"]), tuple(int(c) for c in d["class_counts"]),
                    float(d.get("mean", 0.5)), float(d.get("std", 0.5)), int(d.get("image_size", 0)))
-
-
-# Cached embeddings by split: {split: (X (N, D) float32, labels (N,), sample_ids (N,))}
-FeatureSet = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclass

@@ -9,7 +9,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import numpy as np
 import pandas as pd
 
 
@@ -53,13 +52,3 @@ def save_figure(fig: Any, path: str | os.PathLike, **kwargs: Any) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, **kwargs)
 
-
-def feature_matrix(table: Any) -> np.ndarray:
-    """(N, D) float32 array from a features table's ``feature`` column (pyarrow Table or DataFrame).
-
-    Lives here, not in ``pipeline``, so figure rules read embeddings without importing torch."""
-
-    if isinstance(table, pd.DataFrame):
-        return np.stack(table["feature"].to_numpy()).astype(np.float32)
-    col = table.column("feature").combine_chunks()
-    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1).astype(np.float32)

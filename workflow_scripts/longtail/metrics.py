@@ -1,11 +1,11 @@
 """Metrics computed from prediction tables: closed-set, shot-group and open-set (OLTR).
 
 Predictions are the single source of every reported number; this module turns a predictions
-table (sample_id, split, label, pred, confidence[, topk, topk_prob]) and the class table
-(label, n_train, shot_group) into the long-form metrics table the ``evaluate`` rule writes.
+table (``contracts.PREDICTIONS``; ``topk`` optional here) and the class table (label, n_train,
+shot_group) into the long-form metrics table (``contracts.METRICS``) the ``evaluate`` rule writes.
 All values are fractions in [0, 1] (never percent).
 
-Conventions (REFERENCE_FACTS.md):
+Conventions:
 - Group accuracy (many/medium/few) = mean of the per-class accuracies of the classes in that
   group, on closed-set samples only; classes without eval samples are skipped; empty group = NaN.
 - Open set (OLTR): a prediction is rejected (-1) when its confidence < threshold; a confidence
@@ -20,7 +20,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from .curation import IMBALANCED_TEST_SPLITS
+from .contracts import IMBALANCED_TEST_SPLITS, METRICS_COLUMNS
 
 UNKNOWN = -1
 
@@ -43,8 +43,6 @@ TOP5 = "top5"                       # only when predictions carry a ``topk`` col
 F_MEASURE = "f_measure"             # OLTR's open-set F-measure
 OPEN_REJECT_RATE = "open_reject_rate"  # OLTR's "open-set accuracy": share of open samples rejected
 AUROC = "auroc"                     # known (positive) vs open, scored by confidence
-
-METRICS_COLUMNS = ("dataset", "method", "seed", "split", "setting", "group", "metric", "value")
 
 
 def per_class_accuracy(pred_df: pd.DataFrame, num_classes: int) -> pd.DataFrame:

@@ -1,6 +1,7 @@
-"""Stage functions called by the workflow scripts: train one run, infer predictions/features.
+"""Stage functions called by the workflow scripts: train one run, infer logits/embeddings.
 
-They take and return in-memory objects (DataFrames, dicts, tensors); scripts do the file I/O.
+They take and return in-memory objects (DataFrames, dicts, tensors); scripts do the file I/O and
+turn their results into the tables of :mod:`longtail.contracts`.
 """
 
 from __future__ import annotations
@@ -11,23 +12,16 @@ from typing import Mapping
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import torch
 from torch import nn
 
-from .data import DatasetInfo, FeatureSet, SplitData, dataset_info, load_split
+from .contracts import FeatureSet
+from .data import DatasetInfo, SplitData, dataset_info, load_split
 from .device import DeviceSetup
-from .io import feature_matrix  # noqa: F401  (torch-free home; re-exported for old imports)
 from .methods import create_method
 from .methods.base import Method
 from .sources import SourceData
 from .trainer import TrainRun, fingerprint, rng_state
-
-PREDICTION_SPLITS = ("val", "test", "open")
-# Embeddings of every split, so classifier-stage methods (NCM, cRT, KT, MetaModelNet, OLTR's
-# centroids) start from cached features of their parent run instead of touching images again.
-FEATURE_SPLITS = ("train", "val", "meta", "test", "open")
-
 
 def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: SourceData, *, seed: int,
           device: DeviceSetup, checkpoint: Path, parent: Mapping | None = None,
@@ -96,46 +90,3 @@ def infer(method: Method, model: nn.Module, split: SplitData, info: DatasetInfo,
     if not logits:
         return np.zeros((0, info.num_classes), np.float32), np.zeros((0, 0), np.float32)
     return torch.cat(logits).numpy(), torch.cat(feats).numpy()
-
-
-def predictions_table(split: SplitData, logits: np.ndarray, k: int = 5) -> pd.DataFrame:
-    """The predictions contract: sample_id, split, label, pred, confidence, topk, topk_prob."""
-    probs = torch.softmax(torch.from_numpy(logits).float(), dim=1)
-    k = min(k, probs.shape[1])
-    top_p, top_i = probs.topk(k, dim=1)
-    return pd.DataFrame({
-        "sample_id": split.sample_ids.astype(str),
-        "split": split.split,
-        "label": split.labels.numpy().astype(np.int64),
-        "pred": top_i[:, 0].numpy().astype(np.int64),
-        "confidence": top_p[:, 0].numpy().astype(np.float64),
-        "topk": list(top_i.numpy().astype(np.int64)),
-        "topk_prob": list(top_p.numpy().astype(np.float32)),
-    })
-
-
-def features_table(split: SplitData, feats: np.ndarray, dtype: str = "float32") -> pa.Table:
-    """Features contract: sample_id, split, label, feature (fixed-size list<float32|float16>).
-
-    float16 halves the cache of large datasets (ImageNet-LT: 186k x 2048); readers upcast."""
-    flat = pa.array(np.ascontiguousarray(feats, dtype=np.dtype(dtype)).ravel())
-    return pa.table({
-        "sample_id": pa.array(split.sample_ids.astype(str)),
-        "split": pa.array([split.split] * len(split)),
-        "label": pa.array(split.labels.numpy().astype(np.int64)),
-        "feature": pa.FixedSizeListArray.from_arrays(flat, feats.shape[1] if feats.ndim == 2 else 0),
-    })
-
-
-def read_features(path: str | Path) -> FeatureSet:
-    """Cached embeddings by split: {split: (X (N, D) float32, labels (N,), sample_ids (N,))}."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    split = np.asarray(table.column("split").to_pylist())
-    x = feature_matrix(table)
-    y = table.column("label").to_numpy()
-    ids = np.asarray(table.column("sample_id").to_pylist())
-    return {s: (x[split == s], y[split == s], ids[split == s]) for s in dict.fromkeys(split)}
-
-

@@ -13,6 +13,8 @@ from typing import Mapping
 import numpy as np
 import pandas as pd
 
+from .contracts import METRICS_COLUMNS
+
 # (setting, group, metric) -> column title, in display order
 COLUMNS: tuple[tuple[tuple[str, str, str], str], ...] = (
     (("closed", "many", "top1"), "Many"),
@@ -27,7 +29,8 @@ COLUMNS: tuple[tuple[tuple[str, str, str], str], ...] = (
     (("open", "overall", "f_measure"), "F-measure"),
     (("open", "overall", "auroc"), "AUROC"),
 )
-KEYS = ("dataset", "method", "split", "setting", "group", "metric")
+# what identifies a metric across seeds: every metrics column but the seed and the value
+KEYS = tuple(c for c in METRICS_COLUMNS if c not in ("seed", "value"))
 # Columns of other splits than the table's, (split, setting, group, metric) -> title, shown only
 # when the summary has that split: MFM appendix C.1 / Table 5 report top-1 ERROR on Test-1
 # (reversed frequencies) and Test-2 (permuted). Their paper keys are "split/setting/group/metric".

@@ -1,0 +1,350 @@
+"""The split names and the parquet tables passed between the workflow's stages, in one place.
+
+Each table has a :class:`TableContract`: its columns in file order with their Arrow types, the
+split names it may hold, a validator that raises :class:`ContractError` with one line naming the
+problem (missing or unexpected column, wrong dtype, unknown split), and a reader that validates.
+Builders of the tables whose layout is pure formatting live here too (:func:`samples_table`,
+:func:`predictions_table`, :func:`features_table`, :func:`per_class_table`); the tables computed
+elsewhere (class counts in ``curation``, metrics in ``metrics``, history in ``trainer``) follow
+the contracts below.
+
+Torch-free at import time: Snakemake's parse step and the figure rules import this module.
+
+Files (under results/): samples and class counts ``data/{dataset}/`` (rule curate); history
+``train/{dataset}/{run}/seed{seed}/`` (train); predictions and features
+``predictions|features/{dataset}/{run}/seed{seed}.parquet`` (infer); metrics and per-class metrics
+``metrics/{dataset}/{run}/seed{seed}[.per_class].parquet`` (evaluate).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # data.py imports torch
+    from .data import SplitData
+
+# ------------------------------------------------------------------------------------ splits
+
+SPLITS = ("train", "val", "meta", "test", "open")
+# MFM appendix C.1 imbalanced test sets: config name -> split name, and the sample_id prefix of
+# their rows (copies of test rows). Test-1 = reversed, Test-2 = permuted.
+IMBALANCED_TESTS = {"reversed": "test_reversed", "permuted": "test_permuted"}
+IMBALANCED_TEST_SPLITS = tuple(IMBALANCED_TESTS.values())
+IMBALANCED_TEST_PREFIX = {"reversed": "rev-", "permuted": "perm-"}
+ALL_SPLITS = SPLITS + IMBALANCED_TEST_SPLITS
+PREDICTION_SPLITS = ("val", "test", "open")
+# Embeddings of every split, so classifier-stage methods (NCM, cRT, KT, MetaModelNet, OLTR's
+# centroids) start from cached features of their parent run instead of touching images again.
+FEATURE_SPLITS = SPLITS
+
+# Cached embeddings by split: {split: (X (N, D) float32, labels (N,), sample_ids (N,))}
+FeatureSet = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
+
+
+class ContractError(ValueError):
+    """A table does not follow its contract; the message names the file and the problem."""
+
+
+# ------------------------------------------------------------------------------------ dtypes
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def _list_of(*values: pa.DataType) -> Callable[[pa.DataType], bool]:
+    def check(t: pa.DataType) -> bool:
+        return (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)) \
+            and t.value_type in values
+    return check
+
+
+# dtype name -> test of an Arrow type. "number": history values that a config may give as an
+# integer (e.g. a constant lr of 1).
+DTYPES: dict[str, Callable[[pa.DataType], bool]] = {
+    "string": _is_string,
+    "int64": lambda t: t == pa.int64(),
+    "float64": lambda t: t == pa.float64(),
+    "number": lambda t: pa.types.is_integer(t) or pa.types.is_floating(t),
+    "bool": pa.types.is_boolean,
+    "list<int64>": _list_of(pa.int64()),
+    "list<float32>": _list_of(pa.float32()),
+    # the features table stores a fixed-size list; read into pandas it becomes a plain list
+    "vector<float32|float16>": _list_of(pa.float32(), pa.float16()),
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    dtype: str  # a key of DTYPES
+    required: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise ValueError(f"column '{self.name}': unknown dtype '{self.dtype}'")
+
+
+def _arrow_types(table: pd.DataFrame | pa.Table) -> dict[str, pa.DataType] | str:
+    """Column name -> Arrow type (as the table would be written), or the problem converting it."""
+    if isinstance(table, pa.Table):
+        return {f.name: f.type for f in table.schema}
+    try:
+        return {f.name: f.type for f in pa.Schema.from_pandas(table, preserve_index=False)}
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed values in an object column: find which
+        for name in table.columns:
+            try:
+                pa.Schema.from_pandas(table[[name]], preserve_index=False)
+            except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+                return f"column {name!r} holds values of mixed types ({str(exc).splitlines()[0]})"
+        raise
+
+
+def _split_values(table: pd.DataFrame | pa.Table) -> list[str]:
+    if isinstance(table, pa.Table):
+        import pyarrow.compute as pc
+
+        return [s for s in pc.unique(table.column("split")).to_pylist()]
+    return list(pd.unique(table["split"]))
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """Columns (in file order) of one table, the splits it may hold (None: no ``split`` column)."""
+
+    name: str
+    columns: tuple[Column, ...]
+    splits: tuple[str, ...] | None = None
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Every column name, optional ones included, in file order."""
+        return tuple(c.name for c in self.columns)
+
+    def problem(self, table: pd.DataFrame | pa.Table, schema: pa.Schema | None = None) -> str | None:
+        """What is wrong with ``table`` (one line), or None when it follows the contract. Dtypes are
+        those of ``schema`` when given (a file's, as written), else of the table as it would be written."""
+        types = {f.name: f.type for f in schema} if schema is not None else _arrow_types(table)
+        if isinstance(types, str):
+            return f"{self.name} {types}"
+        present = list(types)
+        known = set(self.names)
+        missing = [c.name for c in self.columns if c.required and c.name not in types]
+        if missing:
+            return f"{self.name} table has no column {missing[0]!r} (columns: {', '.join(present)})"
+        unexpected = [n for n in present if n not in known]
+        if unexpected:
+            return f"{self.name} table has an unexpected column {unexpected[0]!r} (expected: {', '.join(self.names)})"
+        order = [n for n in self.names if n in types]
+        if present != order:
+            return f"{self.name} table's columns are out of order: {', '.join(present)} (expected: {', '.join(order)})"
+        empty = table.num_rows == 0 if isinstance(table, pa.Table) else len(table) == 0
+        for col in self.columns:
+            t = types.get(col.name)
+            if t is None or DTYPES[col.dtype](t) or (empty and pa.types.is_null(t)):
+                continue  # (pandas writes the columns of an empty frame as null)
+            return f"{self.name} column {col.name!r} has dtype {t}, expected {col.dtype}"
+        if self.splits is not None:
+            unknown = [s for s in _split_values(table) if s not in self.splits]
+            if unknown:
+                return f"{self.name} table has unknown split {unknown[0]!r} (known: {', '.join(self.splits)})"
+        return None
+
+    def validate(self, table: pd.DataFrame | pa.Table, where: str | os.PathLike | None = None,
+                 schema: pa.Schema | None = None) -> None:
+        """Raise :class:`ContractError` "<where>: <problem>" unless ``table`` follows the contract."""
+        problem = self.problem(table, schema)
+        if problem is not None:
+            raise ContractError(f"{where}: {problem}" if where is not None else problem)
+
+    def read(self, path: str | os.PathLike) -> pd.DataFrame:
+        """The table at ``path`` as a DataFrame, validated against the file's own schema."""
+        df = pd.read_parquet(path)
+        self.validate(df, path, _file_schema(path))
+        return df
+
+
+def _file_schema(path: str | os.PathLike) -> pa.Schema:
+    return pq.read_schema(path)
+
+
+def _cols(spec: Iterable[tuple[str, str]], optional: Sequence[str] = ()) -> tuple[Column, ...]:
+    return tuple(Column(n, d, n not in optional) for n, d in spec)
+
+
+# ------------------------------------------------------------------------------------ tables
+
+# One row per used sample. label -1 = open set; rows of the imbalanced test splits are copies of
+# test rows with prefixed sample ids (IMBALANCED_TEST_PREFIX). Split-list checksums (image_list
+# sources) ride in the parquet metadata (DataFrame.attrs).
+SAMPLES = TableContract("samples", _cols([
+    ("sample_id", "string"), ("source", "string"), ("source_index", "int64"), ("split", "string"),
+    ("label", "int64"), ("class_name", "string"), ("train_count", "int64"), ("shot_group", "string"),
+]), ALL_SPLITS)
+
+# One row per known class; the n_test_* columns exist when those splits do.
+CLASS_COUNTS = TableContract("class counts", _cols([
+    ("label", "int64"), ("class_name", "string"), ("n_train", "int64"), ("n_val", "int64"),
+    ("n_meta", "int64"), ("n_test", "int64"),
+    *((f"n_{s}", "int64") for s in IMBALANCED_TEST_SPLITS),
+    ("shot_group", "string"), ("convention", "string"),
+], optional=[f"n_{s}" for s in IMBALANCED_TEST_SPLITS]))
+
+# Per epoch of training; training-free methods write no row or one row with NaN loss/lr.
+HISTORY = TableContract("history", _cols([
+    ("epoch", "number"), ("loss", "number"), ("train_acc", "number"), ("val_acc", "number"),
+    ("lr", "number"), ("seconds", "number"),
+]))
+# The history of a method that tunes one value on val instead of training (tau-normalisation):
+# one row per value tried, the chosen one selected.
+SWEEP_HISTORY = TableContract("sweep history", _cols([
+    ("tau", "number"), ("val_acc", "number"), ("selected", "bool"), ("seconds", "number"),
+]))
+
+# One row per evaluated sample: the top-1 class, its softmax probability, and the top-k.
+PREDICTIONS = TableContract("predictions", _cols([
+    ("sample_id", "string"), ("split", "string"), ("label", "int64"), ("pred", "int64"),
+    ("confidence", "float64"), ("topk", "list<int64>"), ("topk_prob", "list<float32>"),
+]), PREDICTION_SPLITS + IMBALANCED_TEST_SPLITS)
+
+# Embeddings of every sample, one fixed-size list per row (float16 with feature_dtype: float16).
+FEATURES = TableContract("features", _cols([
+    ("sample_id", "string"), ("split", "string"), ("label", "int64"), ("feature", "vector<float32|float16>"),
+]), FEATURE_SPLITS)
+
+# Long form: one row per (split, setting, group, metric); values are fractions in [0, 1].
+METRICS = TableContract("metrics", _cols([
+    ("dataset", "string"), ("method", "string"), ("seed", "int64"), ("split", "string"),
+    ("setting", "string"), ("group", "string"), ("metric", "string"), ("value", "float64"),
+]), ALL_SPLITS)
+
+# Closed-set test accuracy per known class.
+PER_CLASS = TableContract("per-class metrics", _cols([
+    ("run", "string"), ("seed", "int64"), ("label", "int64"), ("n", "int64"), ("correct", "int64"),
+    ("accuracy", "float64"), ("class_name", "string"), ("n_train", "int64"), ("shot_group", "string"),
+]))
+
+CONTRACTS = {c.name: c for c in (SAMPLES, CLASS_COUNTS, HISTORY, SWEEP_HISTORY, PREDICTIONS, FEATURES, METRICS,
+                                  PER_CLASS)}
+
+SAMPLE_COLUMNS = SAMPLES.names
+HISTORY_COLUMNS = HISTORY.names
+PREDICTION_COLUMNS = PREDICTIONS.names
+FEATURE_COLUMNS = FEATURES.names
+METRICS_COLUMNS = METRICS.names
+PER_CLASS_COLUMNS = PER_CLASS.names
+
+# ------------------------------------------------------------------------------------ builders
+
+
+def samples_table(rows: Sequence[tuple]) -> pd.DataFrame:
+    """The samples table from rows of SAMPLE_COLUMNS values."""
+    samples = pd.DataFrame(rows, columns=list(SAMPLE_COLUMNS))
+    return samples.astype({"source_index": "int64", "label": "int64", "train_count": "int64"})
+
+
+def predictions_table(split: "SplitData", logits: np.ndarray, k: int = 5) -> pd.DataFrame:
+    """Predictions of one split from its logits (N, C): softmax top-1 and top-``k``."""
+    import torch  # softmax/topk as torch computes them: the tables stay bit-identical
+
+    probs = torch.softmax(torch.from_numpy(logits).float(), dim=1)
+    k = min(k, probs.shape[1])
+    top_p, top_i = probs.topk(k, dim=1)
+    return pd.DataFrame({
+        "sample_id": split.sample_ids.astype(str),
+        "split": split.split,
+        "label": split.labels.numpy().astype(np.int64),
+        "pred": top_i[:, 0].numpy().astype(np.int64),
+        "confidence": top_p[:, 0].numpy().astype(np.float64),
+        "topk": list(top_i.numpy().astype(np.int64)),
+        "topk_prob": list(top_p.numpy().astype(np.float32)),
+    })
+
+
+def features_table(split: "SplitData", feats: np.ndarray, dtype: str = "float32") -> pa.Table:
+    """Features of one split from its embeddings (N, D), stored as ``dtype``.
+
+    float16 halves the cache of large datasets (ImageNet-LT: 186k x 2048); readers upcast."""
+    flat = pa.array(np.ascontiguousarray(feats, dtype=np.dtype(dtype)).ravel())
+    return pa.table({
+        "sample_id": pa.array(split.sample_ids.astype(str)),
+        "split": pa.array([split.split] * len(split)),
+        "label": pa.array(split.labels.numpy().astype(np.int64)),
+        "feature": pa.FixedSizeListArray.from_arrays(flat, feats.shape[1] if feats.ndim == 2 else 0),
+    })
+
+
+def per_class_table(per_class: pd.DataFrame, class_counts: pd.DataFrame, run: str, seed: int) -> pd.DataFrame:
+    """Per-class metrics: ``metrics.per_class_accuracy`` joined with the class table, run and seed first."""
+    out = per_class.merge(class_counts[["label", "class_name", "n_train", "shot_group"]], on="label")
+    out.insert(0, "run", run)
+    out.insert(1, "seed", int(seed))
+    return out
+
+# ------------------------------------------------------------------------------------ readers
+
+
+def read_samples(path: str | os.PathLike) -> pd.DataFrame:
+    return SAMPLES.read(path)
+
+
+def read_class_counts(path: str | os.PathLike) -> pd.DataFrame:
+    return CLASS_COUNTS.read(path)
+
+
+def validate_history(table: pd.DataFrame | pa.Table, where: str | os.PathLike | None = None,
+                     schema: pa.Schema | None = None) -> None:
+    """A history follows HISTORY or, where its first column is ``tau``, SWEEP_HISTORY."""
+    names = table.column_names if isinstance(table, pa.Table) else list(table.columns)
+    (SWEEP_HISTORY if names[:1] == ["tau"] else HISTORY).validate(table, where, schema)
+
+
+def read_history(path: str | os.PathLike) -> pd.DataFrame:
+    df = pd.read_parquet(path)
+    validate_history(df, path, _file_schema(path))
+    return df
+
+
+def read_predictions(path: str | os.PathLike) -> pd.DataFrame:
+    return PREDICTIONS.read(path)
+
+
+def read_metrics(path: str | os.PathLike) -> pd.DataFrame:
+    return METRICS.read(path)
+
+
+def read_per_class(path: str | os.PathLike) -> pd.DataFrame:
+    return PER_CLASS.read(path)
+
+
+def read_feature_table(path: str | os.PathLike, **kwargs: Any) -> pa.Table:
+    """The features table at ``path`` as a pyarrow Table (``kwargs`` go to ``pq.read_table``,
+    e.g. ``filters``), validated."""
+    table = pq.read_table(path, **kwargs)
+    FEATURES.validate(table, path)
+    return table
+
+
+def feature_matrix(table: pd.DataFrame | pa.Table) -> np.ndarray:
+    """(N, D) float32 array from a features table's ``feature`` column (pyarrow Table or DataFrame)."""
+    if isinstance(table, pd.DataFrame):
+        return np.stack(table["feature"].to_numpy()).astype(np.float32)
+    col = table.column("feature").combine_chunks()
+    return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), -1).astype(np.float32)
+
+
+def read_features(path: str | os.PathLike) -> FeatureSet:
+    """Cached embeddings by split: {split: (X (N, D) float32, labels (N,), sample_ids (N,))}."""
+    table = read_feature_table(path)
+    split = np.asarray(table.column("split").to_pylist())
+    x = feature_matrix(table)
+    y = table.column("label").to_numpy()
+    ids = np.asarray(table.column("sample_id").to_pylist())
+    return {s: (x[split == s], y[split == s], ids[split == s]) for s in dict.fromkeys(split)}
