@@ -1,5 +1,6 @@
 """Cost of one bilevel step (MFM Algorithm 1, and MW-Net / L2RW) relative to one plain SGD step
-on the same batch and network. Prints a table and the ratios.
+on the same batch and network, each the shared trainer's step with the method's hook. Prints a
+table and the ratios.
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bilevel_step.py [--backbone lenet5] [--batch 64]
 """
@@ -7,6 +8,7 @@ on the same batch and network. Prints a table and the ratios.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -16,11 +18,20 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts"))
 
-from longtail.methods.mfm.bilevel import MetaBatches, bilevel_step  # noqa: E402
+from longtail import trainer  # noqa: E402
 from longtail.data import DatasetInfo, SplitData, to_input  # noqa: E402
 from longtail.device import select_device  # noqa: E402
 from longtail.methods import create_method  # noqa: E402
-from longtail.trainer import TrainRun  # noqa: E402
+from longtail.trainer import TrainBatch, TrainRun  # noqa: E402
+
+# row -> (method, parameters beyond the shared ones); mfm_phi is config.yaml's run of that name
+RUNS = {
+    "plain": ("plain", {}),
+    "mfm": ("mfm", {}),
+    "mfm_phi": ("mfm", {"modulator": "phi", "meta_optimizer": "sgd", "meta_lr": 100.0}),
+    "mw_net": ("mw_net", {}),
+    "l2rw": ("l2rw", {}),
+}
 
 
 def time_steps(step, n: int, warmup: int = 2) -> float:
@@ -64,33 +75,23 @@ def main() -> None:
 
     rows = []
     base = None
-    for name in ("plain", "mfm", "mfm_phi", "mw_net", "l2rw"):
-        params = {"backbone": args.backbone, "batch_size": args.batch}
-        if name != "plain":
+    for name, (kind, extra) in RUNS.items():
+        params = {"backbone": args.backbone, "batch_size": args.batch, "lr": 0.05, **extra}
+        if kind != "plain":
             params["meta_batch_size"] = args.meta_batch
-        if name.startswith("mfm"):
+        if kind == "mfm":
             params["layers"] = args.layers.split(",")
-        method = create_method(name, params)
+        method = create_method(kind, params)
         model = method.build_model(info).to(dev.device).train()
         loss_fn = method.create_loss(info).to(dev.device)
-        opt = torch.optim.SGD(method.trainable_parameters(model), lr=0.05, momentum=0.9, weight_decay=5e-4)
+        if kind != "plain":
+            method.setup(model, TrainRun(train, train, info, dev, 0, Path("/nonexistent"), "", meta, False))
+        opt = trainer.make_optimizer(method, model)
+        trainer.set_lr(opt, 0.05)
         scaler = torch.amp.GradScaler(dev.device.type, enabled=dev.needs_scaler)
-        if name == "plain":
-            def step() -> None:
-                with dev.autocast():
-                    loss, _ = method.training_loss(model, x, y, 0, loss_fn)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
-        else:
-            run = TrainRun(train, train, info, dev, 0, Path("/nonexistent"), "", meta, False)
-            learner = method.make_learner(model, run)
-            metas = MetaBatches(meta, info, dev.device, args.meta_batch, 0, dev.channels_last)
-            xv, yv = metas.get(0, 0)
 
-            def step() -> None:
-                bilevel_step(model, learner, x, y, xv, yv, 0, loss_fn, opt, scaler, None, {"idx": idx}, dev.autocast)
+        step = functools.partial(trainer.train_step, method, model, TrainBatch(x, y, idx, 0, 0, 0.05, loss_fn),
+                                 opt, scaler, dev)
         sec = time_steps(step, args.steps)
         base = sec if name == "plain" else base
         rows.append((name, sec, sec / base))

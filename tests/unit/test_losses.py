@@ -9,13 +9,20 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from longtail import losses
-from longtail.methods.config import LOSSES, TrainConfig
 from longtail.data import DatasetInfo
-from longtail.losses import (class_balanced_weights, create_loss, effective_number, inverse_frequency_weights,
-                             ldam_margins, lifted_structure_loss, range_loss)
+from longtail.losses import (
+    class_balanced_weights,
+    create_loss,
+    effective_number,
+    inverse_frequency_weights,
+    ldam_margins,
+    lifted_structure_loss,
+    range_loss,
+)
 from longtail.methods import create_method
+from longtail.methods.config import LOSSES, TrainConfig
+from longtail.trainer import TrainBatch
 
 
 def test_config_losses_match_registry():
@@ -197,13 +204,14 @@ def test_embedding_methods_add_the_metric_term(name, weight_key):
     with_metric = create_method(name, {weight_key: 1.0})
     model = with_metric.build_model(INFO)
     loss_fn = with_metric.create_loss(INFO)
-    total, logits = with_metric.training_loss(model, x, y, 0, loss_fn)
+    batch = TrainBatch(x, y, np.arange(len(y)), 0, 0, 0.1, loss_fn)
+    total, logits = with_metric.training_loss(model, batch)
     ce = F.cross_entropy(logits, y)
     emb = model.features(x)
     metric = (range_loss(emb, y, 2, 10.0) if name == "range_loss" else lifted_structure_loss(emb, y, 1.0))
     assert metric.item() > 0
     assert total.item() == pytest.approx(ce.item() + metric.item(), rel=1e-5)
     zero = create_method(name, {weight_key: 0.0})
-    assert zero.training_loss(model, x, y, 0, loss_fn)[0].item() == pytest.approx(ce.item(), rel=1e-6)
+    assert zero.training_loss(model, batch)[0].item() == pytest.approx(ce.item(), rel=1e-6)
     total.backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -9,20 +9,27 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-from longtail.methods.mfm import bilevel
-from longtail.methods import make_config
+from longtail import trainer
 from longtail.data import DatasetInfo, SplitData
 from longtail.device import select_device
-from longtail.methods import create_method
+from longtail.methods import create_method, make_config
+from longtail.methods.mfm import bilevel
 from longtail.methods.mfm.method import (
-    META, Modulation, ModulatorNet, NetLearner, WeightHashing, modulate, output_channels, split_modulation,
+    META,
+    Modulation,
+    ModulatorNet,
+    NetLearner,
+    WeightHashing,
+    modulate,
+    output_channels,
+    split_modulation,
 )
 from longtail.models import LongTailNet
-from longtail.trainer import TrainRun
+from longtail.trainer import TrainBatch, TrainRun
+from torch import nn
 
 INFO = DatasetInfo(4, 1, (24, 12, 6, 6))
+PHI = {"modulator": "phi", "meta_optimizer": "sgd"}  # config.yaml's mfm_phi run, less its schedule
 
 
 def _data(n: int = 48, seed: int = 0) -> tuple[SplitData, SplitData]:
@@ -185,27 +192,30 @@ def test_inference_is_the_plain_network():
     assert not any(id(p) in trainable for p in getattr(model, META).parameters())
 
 
-@pytest.mark.parametrize("name", ["mfm", "mfm_phi", "mw_net", "l2rw"])
-def test_bilevel_step_updates_classifier_and_meta_parameters(name, tmp_path):
+BILEVEL = [("mfm", {"meta_lr": 1e-2}), ("mfm_phi", {**PHI, "meta_lr": 1e3}), ("mw_net", {"meta_lr": 1e-2}),
+           ("l2rw", {})]
+
+
+@pytest.mark.parametrize("run_name, params", BILEVEL, ids=[r for r, _ in BILEVEL])
+def test_bilevel_loss_updates_meta_parameters_then_the_trainer_steps(run_name, params, tmp_path):
     torch.manual_seed(0)
     train, meta = _data()
-    method = create_method(name, {"batch_size": 16, "meta_batch_size": 8, "meta_lr": 1e-2 if name != "mfm_phi" else 1e3})
+    name = "mfm" if run_name.startswith("mfm") else run_name
+    method = create_method(name, {"batch_size": 16, "meta_batch_size": 8, **params})
     model = method.build_model(INFO).train()
     run = _run(train, meta, tmp_path)
-    learner = method.make_learner(model, run)
-    opt = torch.optim.SGD(method.trainable_parameters(model), lr=0.1, momentum=0.9)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
     idx = np.arange(20, 36)  # 16 samples of three classes
     x = train.images[idx].float() / 255
     y = train.labels[idx]
+    loss_fn = method.create_loss(INFO)
+    # Algorithm 1, lines 5-6 and the real step's loss (the engine alone)
+    learner = method.make_learner(model, run)
     meta_before = {k: v.clone() for k, v in getattr(model, META).state_dict().items()} if hasattr(model, META) else {}
-    head_before = model.head.weight.detach().clone()
-    loss, logits, ctx = bilevel.bilevel_step(model, learner, x, y, meta.images.float() / 255, meta.labels, 0,
-                                             method.create_loss(INFO), opt, scaler, None, {"idx": idx})
-    assert logits.shape == (16, 4) and torch.isfinite(loss)
-    assert not torch.equal(model.head.weight, head_before)
+    loss, logits, ctx = bilevel.bilevel_loss(model, learner, x, y, meta.images.float() / 255, meta.labels, 0,
+                                             loss_fn, 0.1, 0.0, method.trainable_parameters(model), {"idx": idx})
+    assert logits.shape == (16, 4) and torch.isfinite(loss) and loss.requires_grad
     assert np.isfinite(ctx["meta_loss"])
-    if name == "mfm_phi":
+    if run_name == "mfm_phi":
         raw = getattr(model, META).raw
         assert raw[idx].abs().sum() > 0 and not raw[:20].any() and not raw[36:].any()  # only batch rows move
     elif name in ("mfm", "mw_net"):
@@ -216,6 +226,14 @@ def test_bilevel_step_updates_classifier_and_meta_parameters(name, tmp_path):
         assert (w >= 0).all() and (w.sum() == 0 or torch.isclose(w.sum(), torch.tensor(1.0)))
     if name == "mw_net":
         assert ((ctx["weights"] > 0) & (ctx["weights"] < 1)).all()
+    # line 7: the trainer's step on the loss the method's hook returns
+    method.setup(model, run)
+    opt = trainer.make_optimizer(method, model)
+    trainer.set_lr(opt, 0.1)
+    head_before = model.head.weight.detach().clone()
+    trainer.train_step(method, model, TrainBatch(x, y, idx, 0, 0, 0.1, loss_fn), opt,
+                       torch.amp.GradScaler("cpu", enabled=False), run.device)
+    assert not torch.equal(model.head.weight, head_before)
 
 
 def test_bn_running_stats_updated_by_the_real_step_only(tmp_path):
@@ -227,10 +245,10 @@ def test_bn_running_stats_updated_by_the_real_step_only(tmp_path):
     twin = create_method("plain", {"backbone": "resnet20"}).build_model(info).train()
     twin.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith(META)})
     learner = method.make_learner(model, _run(train, meta, tmp_path))
-    opt = torch.optim.SGD(method.trainable_parameters(model), lr=0.0)  # lr 0: weights stay, stats move
     x, y = train.images[:8].float() / 255, train.labels[:8]
-    bilevel.bilevel_step(model, learner, x, y, meta.images.float() / 255, meta.labels, 0, method.create_loss(info),
-                         opt, torch.amp.GradScaler("cpu", enabled=False))
+    # virtual step at lr 0: the weights stay, only the real step's forward may move the statistics
+    bilevel.bilevel_loss(model, learner, x, y, meta.images.float() / 255, meta.labels, 0, method.create_loss(info),
+                         0.0, 0.0, method.trainable_parameters(model))
     twin(x)  # one plain train-mode forward (the modulator starts at identity)
     bn, bn_twin = model.backbone.stem[1], twin.backbone.stem[1]
     assert torch.allclose(bn.running_mean, bn_twin.running_mean) and int(bn.num_batches_tracked) == 1
@@ -239,9 +257,9 @@ def test_bn_running_stats_updated_by_the_real_step_only(tmp_path):
 def test_fit_runs_through_the_shared_trainer(tmp_path):
     torch.manual_seed(0)
     train, meta = _data()
-    method = create_method("mfm_phi", {"epochs": 1, "batch_size": 16, "meta_batch_size": 8})
+    method = create_method("mfm", {**PHI, "meta_lr": 100.0, "epochs": 1, "batch_size": 16, "meta_batch_size": 8})
     model = method.build_model(INFO)
-    history = method.fit(model, _run(train, meta, tmp_path))  # needs the trainer to pass idx
+    history = method.fit(model, _run(train, meta, tmp_path))  # phi rows need the batch's sample positions
     assert len(history) == 1 and np.isfinite(history["loss"]).all()
     assert getattr(model, META).raw.abs().sum() > 0
     no_meta = _run(train, None, tmp_path)
@@ -268,6 +286,8 @@ def test_transfer_copies_and_freezes_the_source_modulator():
             create_method("mfm", {"hidden": 7}).build_model(INFO), parent)
     with pytest.raises(ValueError, match="not mfm"):
         method.init_model(method.build_model(INFO), {"method": "plain", "model": {}})
+    with pytest.raises(ValueError, match="modulator network"):  # per-sample phi has no network to transfer
+        method.init_model(method.build_model(INFO), {"method": "mfm", "config": {"modulator": "phi"}, "model": {}})
 
 
 @pytest.mark.parametrize("method, params, match", [
@@ -277,7 +297,10 @@ def test_transfer_copies_and_freezes_the_source_modulator():
     ("mfm", {"gamma_activation": "tanh"}, "gamma_activation"),
     ("mfm", {"modulator_from": {"dataset": "x"}}, "modulator_from"),
     ("mfm", {"hash_dim": -1}, "hash_dim"),
-    ("mfm_phi", {"meta_optimizer": "adam"}, "meta_optimizer"),
+    ("mfm", {"modulator": "phi"}, "meta_optimizer"),  # phi rows need plain SGD, the default is adam
+    ("mfm", {**PHI, "hash_dim": 8}, "modulator: net"),
+    ("mfm", {**PHI, "modulator_from": {"dataset": "d", "run": "r"}}, "modulator: net"),
+    ("mfm", {"modulator": "table"}, "modulator"),
     ("mw_net", {"meta_batch_size": 0}, "meta_batch_size"),
     ("l2rw", {"virtual_lr": -1.0}, "virtual_lr"),
 ])

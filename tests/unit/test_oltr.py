@@ -1,4 +1,4 @@
-"""OLTR (issue 5): meta-embedding math on hand-made tensors, module shapes, the centroid loss,
+"""OLTR: meta-embedding math on hand-made tensors, module shapes, the centroid loss,
 stage-2 initialisation from stage 1, a short real training, the figure helpers, and the smoke
 workflow end to end (tests/configs/smoke_oltr.yaml)."""
 
@@ -13,23 +13,22 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from longtail.methods import make_config
+import yaml
 from longtail.data import DatasetInfo, SplitData
 from longtail.device import select_device
-from longtail.methods import create_method
+from longtail.methods import create_method, make_config
+from longtail.methods.frozen import class_means
+from longtail.methods.oltr.figures import head_tail_classes, open_class_names, open_classes_sweep
 from longtail.methods.oltr.modules import (
-    ModulatedAttention,
     MetaEmbedding,
+    ModulatedAttention,
     OLTRNet,
     attract_loss,
     centroid_loss,
-    class_means,
     reachability,
     repel_loss,
     squash,
 )
-from longtail.methods.oltr.figures import head_tail_classes, open_class_names, open_classes_sweep
 from longtail.trainer import TrainRun
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -251,16 +250,65 @@ def test_param_groups_scale_backbone_and_centroid_lr():
     assert [g["lr_scale"] for g in frozen.trainable_parameters(frozen.build_model(INFO))] == [1.0, 0.1]
 
 
-# --- registry / configs ----------------------------------------------------------------------
-@pytest.mark.parametrize("name, memory, selector, reach, attention", [
+class Killed(RuntimeError):
+    """Stands in for the job being killed."""
+
+
+def _stage2(tmp_path: Path, update: str, kill_epoch: int | None = None):
+    """A 3-epoch stage 2 on the tiny run (checkpoint in ``tmp_path``); dies at the first step of
+    ``kill_epoch`` (0-based) when given."""
+    parent = _parent()
+    method = create_method("oltr", {"epochs": 3, "batch_size": 16, "centroid_update": update})
+    if kill_epoch is not None:
+        hook = method.training_loss
+
+        def dying(model, batch):
+            if batch.epoch == kill_epoch:
+                raise Killed
+            return hook(model, batch)
+
+        method.training_loss = dying
+    torch.manual_seed(3)
+    model = method.build_model(INFO)
+    method.init_model(model, parent)
+    history = method.fit(model, _tiny_run(tmp_path))
+    return model, history
+
+
+@pytest.mark.parametrize("update", ["loss", "ema"])
+def test_stage2_killed_after_an_epoch_resumes_to_identical_weights(tmp_path, update):
+    """Centroids (their own lr scale, or the EMA after the step) and every weight of a run killed
+    in epoch 2 and restarted equal those of an uninterrupted run."""
+    ref_model, ref_history = _stage2(tmp_path / "ref", update)
+    with pytest.raises(Killed):
+        _stage2(tmp_path / "resumed", update, kill_epoch=1)
+    saved = torch.load(tmp_path / "resumed" / "ckpt.pt", weights_only=False)
+    assert saved["epoch"] == 0
+    model, history = _stage2(tmp_path / "resumed", update)
+    assert history.iloc[0].to_dict() == saved["history"][0]  # epoch 1 was resumed, not redone
+    ref, got = ref_model.state_dict(), model.state_dict()
+    assert ref.keys() == got.keys()
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    assert history["loss"].tolist() == ref_history["loss"].tolist()
+    assert history["epoch"].tolist() == [1, 2, 3]
+
+
+# --- Fig. 5 ablations: parameter sets of config.yaml ---------------------------------------------
+FIG5 = [  # run, memory, selector, reachability, attention
     ("oltr_memory", True, False, False, "none"),
     ("oltr_selector", True, True, False, "none"),
     ("oltr_reach", True, True, True, "none"),
     ("oltr", True, True, True, "modulated"),
     ("oltr_spatial_fmap", True, True, True, "spatial_fmap"),
-])
-def test_fig5_ablation_entries(name, memory, selector, reach, attention):
-    method = create_method(name)
+]
+
+
+@pytest.mark.parametrize("run, memory, selector, reach, attention", FIG5, ids=[r[0] for r in FIG5])
+def test_fig5_ablation_runs_of_the_default_config(run, memory, selector, reach, attention):
+    spec = yaml.safe_load((ROOT / "config.yaml").read_text())["runs"][run]
+    assert spec["method"] == "oltr" and spec["init_from"] == "plain"
+    method = create_method(spec["method"], spec.get("params"))
     cfg = method.cfg
     assert (cfg.memory, cfg.selector, cfg.reachability, cfg.attention) == (memory, selector, reach, attention)
     assert method.requires_parent and cfg.sampler == "class_balanced" and dict(cfg.sampler_params) == {"per_class": 4}

@@ -1,5 +1,6 @@
 """The shared trainer on a tiny in-memory dataset: determinism, kill-and-resume, stale
-checkpoints, divergence, and the learning-rate schedules (by hand)."""
+checkpoints, divergence, the learning-rate schedules, param-group lr scales and gradient
+clipping (by hand)."""
 
 import math
 from pathlib import Path
@@ -7,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from longtail import trainer
-from longtail.methods import make_config
-from longtail.data import DatasetInfo, SplitData
+from longtail.data import DatasetInfo, SplitData, batches
 from longtail.device import select_device
-from longtail.methods import create_method
+from longtail.methods import create_method, make_config
+from longtail.methods.base import Method
 from longtail.trainer import HISTORY_COLUMNS, DivergenceError, TrainRun, lr_at
+from torch import nn
 
 N_CLASSES = 4
 PARAMS = {"backbone": "lenet", "epochs": 3, "batch_size": 16, "lr": 0.05}
@@ -38,30 +39,26 @@ class Killed(RuntimeError):
     """Stands in for the job being killed."""
 
 
-def train(ckpt: Path, *, seed: int = 0, fp: str = "fp", params: dict | None = None, step_fn=None):
-    """Build the model as pipeline.train does and fit it; return (model, history)."""
+def train(ckpt: Path, *, seed: int = 0, fp: str = "fp", params: dict | None = None, kill_epoch: int | None = None):
+    """Build the model as pipeline.train does and fit it; return (model, history). With
+    ``kill_epoch``, the job dies at the first step of that (0-based) epoch."""
     method = create_method("plain", {**PARAMS, **(params or {})})
+    if kill_epoch is not None:
+        method.training_loss = killed_in_epoch(method.training_loss, kill_epoch)
     torch.manual_seed(seed)
     model = method.build_model(INFO)
     run = TrainRun(TRAIN, VAL, INFO, select_device("cpu", 1), seed, ckpt, fp, progress=False)
-    history = trainer.fit(method, model, run, step_fn=step_fn(method) if step_fn else None)
+    history = trainer.fit(method, model, run)
     return model, history
 
 
-def killed_in_epoch(kill_epoch: int):
-    """A step_fn doing exactly the default step, raising ``Killed`` at the start of ``kill_epoch``."""
-    def make(method):
-        def step(model, x, y, epoch, loss_fn, optimizer, scaler, b):
-            if epoch == kill_epoch:
-                raise Killed(f"killed in epoch {epoch}")
-            loss, logits = method.training_loss(model, x, y, epoch, loss_fn)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            return loss, logits
-        return step
-    return make
+def killed_in_epoch(training_loss, kill_epoch: int):
+    """``training_loss`` raising ``Killed`` at the start of ``kill_epoch``."""
+    def hook(model, batch):
+        if batch.epoch == kill_epoch:
+            raise Killed(f"killed in epoch {batch.epoch}")
+        return training_loss(model, batch)
+    return hook
 
 
 def assert_same_weights(a: torch.nn.Module, b: torch.nn.Module) -> None:
@@ -114,7 +111,7 @@ def test_other_seed_other_weights(reference, tmp_path):
 def test_kill_and_resume_gives_identical_weights(reference, tmp_path):
     ckpt = tmp_path / "checkpoint.pt"
     with pytest.raises(Killed):
-        train(ckpt, step_fn=killed_in_epoch(1))  # epoch 1 (0-based) dies: epoch 0 is checkpointed
+        train(ckpt, kill_epoch=1)  # epoch 1 (0-based) dies: epoch 0 is checkpointed
     saved = torch.load(ckpt, weights_only=False)
     assert saved["epoch"] == 0 and len(saved["history"]) == 1 and saved["fingerprint"] == "fp"
     assert {"model", "optimizer", "scaler", "rng"} <= saved.keys()
@@ -131,7 +128,7 @@ def test_kill_and_resume_gives_identical_weights(reference, tmp_path):
 def test_stale_checkpoint_of_another_config_is_ignored(reference, tmp_path):
     ckpt = tmp_path / "checkpoint.pt"
     with pytest.raises(Killed):  # another config (lr 0.3) leaves a checkpoint behind
-        train(ckpt, fp="fp-other-config", params={"lr": 0.3}, step_fn=killed_in_epoch(2))
+        train(ckpt, fp="fp-other-config", params={"lr": 0.3}, kill_epoch=2)
     assert torch.load(ckpt, weights_only=False)["epoch"] == 1
     model, history = train(ckpt)  # fingerprint "fp" != "fp-other-config": starts from scratch
     assert_same_weights(model, reference[0])
@@ -143,7 +140,7 @@ def test_checkpoint_of_same_fingerprint_is_used(reference, tmp_path):
     so the weights differ from the reference (the fingerprint is what protects a run)."""
     ckpt = tmp_path / "checkpoint.pt"
     with pytest.raises(Killed):
-        train(ckpt, params={"lr": 0.3}, step_fn=killed_in_epoch(2))
+        train(ckpt, params={"lr": 0.3}, kill_epoch=2)
     model, history = train(ckpt)
     assert_different_weights(model, reference[0])
     assert len(history) == 3
@@ -198,3 +195,100 @@ def test_warmup_by_hand():
 def test_unknown_schedule_rejected_by_config():
     with pytest.raises(ValueError, match="schedule"):
         make_config("plain", {"schedule": "exponential"})
+
+
+# ------------------------------------------------------------------------------ the step (by hand)
+
+
+class Rows:
+    """A training split of feature rows (the interface the trainer iterates)."""
+
+    def __init__(self, x: torch.Tensor, labels: torch.Tensor) -> None:
+        self.x, self.labels = x, labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def iterate(self, batch_size, info, device, *, order=None, train=False, channels_last=False):
+        for idx in batches(len(self), batch_size, order):
+            yield idx, self.x[torch.as_tensor(idx)]
+
+
+class LinearNet(nn.Module):
+    def __init__(self, d: int, c: int) -> None:
+        super().__init__()
+        self.head = nn.Linear(d, c)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(x)
+
+
+class TwoGroups(Method):
+    """Weights at the scheduled lr, bias at ``bias_scale`` times it."""
+
+    bias_scale = 0.1
+
+    def trainable_parameters(self, model):
+        return [{"params": [model.head.weight]}, {"params": [model.head.bias], "lr_scale": self.bias_scale}]
+
+
+def one_step(method: Method, tmp_path: Path, n: int = 12, d: int = 5):
+    """One full-batch SGD step (constant lr 0.5, no momentum, no weight decay) through
+    ``trainer.fit``; returns (model before, model after, gradient of the batch loss at the start)."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(n, d, generator=g) * 3, torch.arange(n) % N_CLASSES
+    torch.manual_seed(0)
+    model = LinearNet(d, N_CLASSES)
+    before = LinearNet(d, N_CLASSES)
+    before.load_state_dict(model.state_dict())
+    loss = method.create_loss(INFO)(before(x), y, 0)  # mean CE over the (only) batch
+    grads = dict(zip(("weight", "bias"), torch.autograd.grad(loss, [before.head.weight, before.head.bias])))
+    run = TrainRun(Rows(x, y), Rows(x[:0], y[:0]), INFO, select_device("cpu", 1), 0, tmp_path / "ckpt.pt", "fp",
+                   progress=False)
+    trainer.fit(method, model, run)
+    return before, model, grads
+
+
+STEP = {"epochs": 1, "batch_size": 64, "lr": 0.5, "schedule": "constant", "momentum": 0.0, "weight_decay": 0.0}
+
+
+def test_param_group_lr_scale_is_applied(tmp_path):
+    before, after, grads = one_step(TwoGroups(make_config("plain", STEP)), tmp_path)
+    w_expected = before.head.weight - 0.5 * grads["weight"]
+    b_expected = before.head.bias - 0.5 * 0.1 * grads["bias"]
+    assert grads["bias"].abs().max() > 1e-3  # the bias does move: the scale is visible
+    assert torch.allclose(after.head.weight, w_expected, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(after.head.bias, b_expected, rtol=1e-5, atol=1e-7)
+
+
+def test_grad_clip_scales_the_gradient_to_the_max_norm(tmp_path):
+    clip = 0.01
+    before, after, grads = one_step(Method(make_config("plain", {**STEP, "grad_clip": clip})), tmp_path)
+    norm = torch.sqrt(sum(g.pow(2).sum() for g in grads.values()))
+    assert norm > 10 * clip  # the clip is active
+    scale = clip / (norm + 1e-6)  # torch's clip_grad_norm_
+    for name, g in grads.items():
+        expected = getattr(before.head, name) - 0.5 * scale * g
+        assert torch.allclose(getattr(after.head, name), expected, rtol=1e-5, atol=1e-7), name
+    # and without the clip the full gradient step
+    before, after, grads = one_step(Method(make_config("plain", STEP)), tmp_path / "off")
+    assert torch.allclose(after.head.weight, before.head.weight - 0.5 * grads["weight"], rtol=1e-5, atol=1e-7)
+
+
+def test_after_step_sees_the_stepped_weights(tmp_path):
+    seen = []
+
+    class Watcher(Method):
+        def training_loss(self, model, batch):
+            batch.saved["w"] = model.head.weight.detach().clone()
+            return super().training_loss(model, batch)
+
+        def after_step(self, model, batch):
+            assert not torch.is_grad_enabled()
+            seen.append(bool((model.head.weight != batch.saved["w"]).any()))
+
+    one_step(Watcher(make_config("plain", STEP)), tmp_path)
+    assert seen == [True]

@@ -1,4 +1,9 @@
-"""The one training loop every trained method shares.
+"""The one training loop every trained method shares; it owns the optimisation step.
+
+Per batch: the scheduled lr times each SGD param group's ``lr_scale``, the method's
+``training_loss`` under autocast, zero_grad / (scaled) backward, the gradient-norm clip
+(``grad_clip`` > 0), the optimiser and GradScaler steps, then the method's ``after_step``.
+Methods change the step only through those two hooks (:class:`longtail.methods.base.Method`).
 
 Checkpoints after every epoch to ``checkpoint.pt`` (not a Snakemake output, so it survives a
 killed job) and resumes from it when the run fingerprint (method, config, seed, data) matches.
@@ -9,14 +14,13 @@ produces the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import hashlib
-import inspect
 import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -85,26 +89,73 @@ class TrainRun:
     parent_features: FeatureSet | None = None  # embeddings of the init_from run, by split
 
 
-def fit(method: Any, model: nn.Module, run: TrainRun,
-        step_fn: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None) -> pd.DataFrame:
-    """Train ``model`` in place with ``method``'s sampler, loss and hyper-parameters.
+@dataclass
+class TrainBatch:
+    """One training step as the method's hooks see it.
 
-    ``step_fn(model, x, y, epoch, loss_fn, optimizer, scaler, batch_idx)`` may replace the default
-    forward/backward/step (bilevel methods); it returns (loss, logits) after stepping. A step_fn
-    with a parameter ``idx`` also receives the batch's training-sample positions (np.ndarray).
-    Returns the per-epoch history (``HISTORY_COLUMNS``).
+    ``idx``: positions of the batch's samples in the training split; ``index``: the batch's
+    number within the epoch (0-based); ``lr``: the scheduled lr before any group's ``lr_scale``;
+    ``saved``: what ``training_loss`` keeps for ``after_step`` (empty at the start of a step).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    idx: np.ndarray
+    epoch: int
+    index: int
+    lr: float
+    loss_fn: nn.Module
+    saved: dict[str, Any] = field(default_factory=dict)
+
+
+def make_optimizer(method: Any, model: nn.Module) -> torch.optim.SGD:
+    """SGD over ``method.trainable_parameters(model)``: a list of parameters (one group) or of
+    param-group dicts, each with an optional ``lr_scale`` (default 1) applied by :func:`set_lr`."""
+    cfg = method.cfg
+    optimizer = torch.optim.SGD(method.trainable_parameters(model), lr=cfg.lr, momentum=cfg.momentum,
+                                weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+    for g in optimizer.param_groups:
+        g.setdefault("lr_scale", 1.0)
+    return optimizer
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Every group's lr := scheduled ``lr`` * the group's ``lr_scale``."""
+    for g in optimizer.param_groups:
+        g["lr"] = lr * g.get("lr_scale", 1.0)
+
+
+def train_step(method: Any, model: nn.Module, batch: TrainBatch, optimizer: torch.optim.Optimizer,
+               scaler: torch.amp.GradScaler, dev: DeviceSetup) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimisation step on ``batch`` (lr already set); returns (loss, logits) of the batch."""
+    with dev.autocast():
+        loss, logits = method.training_loss(model, batch)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    clip = method.cfg.grad_clip
+    if clip > 0:
+        scaler.unscale_(optimizer)  # clip the true gradient, not the loss-scaled one
+        nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip)
+    scaler.step(optimizer)
+    scaler.update()
+    with torch.no_grad():
+        method.after_step(model, batch)
+    return loss, logits
+
+
+def fit(method: Any, model: nn.Module, run: TrainRun) -> pd.DataFrame:
+    """Train ``model`` in place with ``method``'s sampler, loss, parameter groups and
+    hyper-parameters, one :func:`train_step` per batch. Returns the per-epoch history
+    (``HISTORY_COLUMNS``; ``lr`` is the scheduled lr, before group scales).
     """
     cfg, dev, info = method.cfg, run.device, run.info
     model.to(dev.device)
     if dev.channels_last:
         model.to(memory_format=torch.channels_last)
     loss_fn = method.create_loss(info).to(dev.device)
-    params = method.trainable_parameters(model)
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                nesterov=cfg.nesterov)
+    optimizer = make_optimizer(method, model)
     scaler = torch.amp.GradScaler(dev.device.type, enabled=dev.needs_scaler)
     sampler = method.create_sampler(run.train.labels.numpy())
-    wants_idx = step_fn is not None and "idx" in inspect.signature(step_fn).parameters
     history: list[dict] = []
     start = 0
     if run.checkpoint.exists():
@@ -139,19 +190,10 @@ def fit(method: Any, model: nn.Module, run: TrainRun,
                    disable=not run.progress, mininterval=5)
         for b, (idx, x) in enumerate(bar):
             lr = lr_at(cfg, epoch, b / n_batches)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
+            set_lr(optimizer, lr)
             y = run.train.labels[idx].to(dev.device, non_blocking=True)
-            if step_fn is not None:
-                extra = {"idx": idx} if wants_idx else {}
-                loss, logits = step_fn(model, x, y, epoch, loss_fn, optimizer, scaler, b, **extra)
-            else:
-                with dev.autocast():
-                    loss, logits = method.training_loss(model, x, y, epoch, loss_fn)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+            batch = TrainBatch(x, y, idx, epoch, b, lr, loss_fn)
+            loss, logits = train_step(method, model, batch, optimizer, scaler, dev)
             tot_loss += loss.detach().float() * len(idx)
             tot_correct += (logits.detach().argmax(1) == y).sum()
             tot_n += len(idx)

@@ -1,8 +1,10 @@
 """The base method: a backbone + classifier trained end to end by the shared trainer.
 
 Subclasses change behaviour through small hooks (``build_model``, ``init_model``,
-``trainable_parameters``, ``training_loss``, ``fit``) and their frozen ``Config``; none copies
-the training loop.
+``trainable_parameters``, ``fit``) and their frozen ``Config``. The optimisation step belongs to
+:func:`longtail.trainer.train_step`; a method extends it only through ``training_loss`` (the
+loss to backpropagate, plus any work that must precede the step, e.g. a bilevel meta-update) and
+``after_step`` (work on the stepped weights, e.g. a moving-average memory update).
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import torch
 from torch import nn
 
 from .. import trainer
-from .config import TrainConfig
 from ..data import DatasetInfo
 from ..losses import create_loss
 from ..models import LongTailNet, create_backbone, create_head
 from ..samplers import Sampler, create_sampler
-from ..trainer import TrainRun
+from ..trainer import TrainBatch, TrainRun
+from .config import TrainConfig
 
 
 class Method:
@@ -45,7 +47,9 @@ class Method:
         if parent is not None:
             model.load_state_dict(parent["model"], strict=False)
 
-    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter] | list[dict[str, Any]]:
+        """What SGD steps: parameters, or param-group dicts whose optional ``lr_scale`` multiplies
+        the scheduled lr (the trainer applies it every step)."""
         return [p for p in model.parameters() if p.requires_grad]
 
     # --- training ----------------------------------------------------------------------------
@@ -55,11 +59,17 @@ class Method:
     def create_loss(self, info: DatasetInfo) -> nn.Module:
         return create_loss(self.cfg.loss, np.array(info.class_counts), self.cfg.epochs, **dict(self.cfg.loss_params))
 
-    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int,
-                      loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return (loss, logits) for one batch."""
-        logits = model(x)
-        return loss_fn(logits, y, epoch), logits
+    def training_loss(self, model: nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The step's extension hook: return (loss, logits) of ``batch``; the trainer then runs
+        zero_grad, backward of ``loss``, clipping and the optimiser step. Runs under the
+        trainer's autocast; may first do work of its own that must precede the step (a bilevel
+        method's meta-update) and keep tensors in ``batch.saved`` for :meth:`after_step`."""
+        logits = model(batch.x)
+        return batch.loss_fn(logits, batch.y, batch.epoch), logits
+
+    def after_step(self, model: nn.Module, batch: TrainBatch) -> None:
+        """Runs after the optimiser step, without autocast or autograd (default: nothing); for
+        updates that must not touch tensors the backward pass still needed."""
 
     def fit(self, model: nn.Module, run: "TrainRun") -> pd.DataFrame:
         """Train ``model`` in place; returns the per-epoch history. Training-free methods override."""

@@ -49,6 +49,7 @@ class TrainConfig:
     milestones: tuple[int, ...] = ()  # epochs at which "step" multiplies the lr by gamma
     gamma: float = 0.1
     warmup_epochs: int = 0  # linear warm-up (LDAM-DRW uses 5)
+    grad_clip: float = 0.0  # max global L2 norm of the gradient per step (0 = no clipping)
     sampler: str = "instance"
     sampler_params: Mapping[str, Any] = field(default_factory=dict)
     loss: str = "ce"
@@ -65,6 +66,7 @@ class TrainConfig:
             check_positive(key, getattr(self, key))
         check_positive("weight_decay", self.weight_decay, strict=False)
         check_positive("warmup_epochs", self.warmup_epochs, strict=False)
+        check_positive("grad_clip", self.grad_clip, strict=False)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

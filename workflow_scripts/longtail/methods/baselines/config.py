@@ -1,6 +1,6 @@
 """Configs of the re-sampling / re-weighting baselines that need more than ``plain``.
 
-Most baselines of issue 3 are ``method: plain`` runs with another ``sampler`` / ``loss`` in
+Most baselines are ``method: plain`` runs with another ``sampler`` / ``loss`` in
 config; only LDAM (fixed-scale cosine logits) and the two embedding losses (range, lifted
 structure) have their own method and so their own config here.
 """
@@ -22,13 +22,13 @@ class LDAMConfig(TrainConfig):
     head: str = "cosine"
     cosine_scale: float = 30.0
     loss: str = "ldam"
-    # Gradient-norm clip (0 = off). Our choice: without BatchNorm before the normalised head
-    # (LeNet), the first s = 30 steps blow the feature norm up ~10^4x and training stalls.
+    # Gradient-norm clip, applied by the trainer (0 = off). Our choice: the scale-30 cosine logits
+    # give gradients ~ s / ||f|| that, with no BatchNorm under the head (LeNet), inflate the feature
+    # norm ~10^4x in a few steps and freeze learning (train accuracy stuck at the head-class share).
     grad_clip: float = 1.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_positive("grad_clip", self.grad_clip, strict=False)
         if self.head != "cosine":
             raise ValueError(f"head must be 'cosine' for ldam (normalised logits), got '{self.head}'")
         if "scale" in self.loss_params:

@@ -1,19 +1,17 @@
-"""Baselines of issue 3 that need more than ``plain`` with another sampler / loss:
-LDAM-DRW (fixed-scale cosine logits) and the embedding losses of OLTR's comparison rows."""
+"""Baselines that need more than ``plain`` with another sampler / loss: LDAM-DRW (fixed-scale
+cosine logits) and the embedding losses of OLTR's comparison rows."""
 
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ... import trainer
 from ...data import DatasetInfo
 from ...losses import create_loss, lifted_structure_loss, range_loss
 from ...models import CosineClassifier, LongTailNet, create_backbone
-from ...trainer import TrainRun
+from ...trainer import TrainBatch
 from .. import register_method
 from ..base import Method
 
@@ -23,35 +21,13 @@ class LDAM(Method):
     """LDAM-DRW (Cao et al., NeurIPS 2019): the paper normalises features and classifier weights
     and scales the cosines by s = 30 (Sec. 3.2 / Eq. 13), so the head is a cosine classifier with a
     *fixed* scale ``cosine_scale`` and the ``ldam`` loss subtracts s * Delta_y from the true logit.
-    DRW (class-balanced weights from ``loss_params.drw_epoch``) lives in the loss."""
+    DRW (class-balanced weights from ``loss_params.drw_epoch``) lives in the loss; the trainer
+    clips the gradient norm at ``grad_clip`` (see :class:`~longtail.methods.baselines.config.LDAMConfig`)."""
 
     def build_model(self, info: DatasetInfo) -> nn.Module:
         backbone = create_backbone(self.cfg.backbone, info.in_channels, self.cfg.weights)
         head = CosineClassifier(backbone.dim, info.num_classes, self.cfg.cosine_scale, learn_scale=False)
         return LongTailNet(backbone, head)
-
-    def fit(self, model: nn.Module, run: TrainRun) -> pd.DataFrame:
-        """The shared trainer; with ``grad_clip`` > 0 its default step plus a gradient-norm clip:
-        the scale-30 cosine logits give gradients ~ s / ||f|| that, with no BatchNorm under the
-        head (LeNet), inflate the feature norm ~10^4x in a few steps and freeze learning (measured:
-        train accuracy stuck at the head-class share without the clip)."""
-        if self.cfg.grad_clip <= 0:
-            return trainer.fit(self, model, run)
-
-        def clipped_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int, loss_fn: nn.Module,
-                         optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
-                         batch_idx: int) -> tuple[torch.Tensor, torch.Tensor]:
-            with run.device.autocast():
-                loss, logits = self.training_loss(model, x, y, epoch, loss_fn)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(self.trainable_parameters(model), self.cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            return loss, logits
-
-        return trainer.fit(self, model, run, step_fn=clipped_step)
 
     def create_loss(self, info: DatasetInfo) -> nn.Module:
         params = dict(self.cfg.loss_params)
@@ -67,11 +43,10 @@ class _EmbeddingLossMethod(Method):
     def metric_loss(self, emb: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int,
-                      loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        emb = model.features(x)  # (B, D)
+    def training_loss(self, model: nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = model.features(batch.x)  # (B, D)
         logits = model.head(emb)
-        return loss_fn(logits, y, epoch) + self.metric_loss(emb, y), logits
+        return batch.loss_fn(logits, batch.y, batch.epoch) + self.metric_loss(emb, batch.y), logits
 
 
 @register_method("range_loss")

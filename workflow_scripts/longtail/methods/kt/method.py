@@ -238,9 +238,9 @@ class PlainMasked(Plain):
         mask = self._mask.to(logits.device)
         return logits.masked_fill(mask[None, :], torch.finfo(logits.dtype).min)
 
-    def training_loss(self, model, x, y, epoch, loss_fn):
-        logits = self._masked(model(x))
-        return loss_fn(logits, y, epoch), logits
+    def training_loss(self, model, batch):
+        logits = self._masked(model(batch.x))
+        return batch.loss_fn(logits, batch.y, batch.epoch), logits
 
     def infer(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         feats = model.features(x)

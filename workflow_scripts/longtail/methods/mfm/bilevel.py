@@ -10,13 +10,15 @@ At every training step t, with classifier weights w and meta-parameters phi:
 3. real step (Eq. 7): w <- SGD step of L_train(w, phi_new), phi_new held fixed.
 
 A method supplies a :class:`MetaLearner` that says how the training loss depends on phi and how
-phi is updated; this module owns the rest. Batch-norm running statistics are updated by the
-real step only: the virtual and meta forwards run on copies of the buffers.
+phi is updated; this module owns steps 1-2 and the loss of step 3 (:func:`bilevel_loss`), and the
+shared trainer takes the real step on that loss (its optimiser, AMP and clipping). Batch-norm
+running statistics are updated by the real step only: the virtual and meta forwards run on
+copies of the buffers.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -104,37 +106,31 @@ def meta_gradient(model: nn.Module, learner: MetaLearner, params: Params, x: tor
     return [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, grads)], lm.detach()
 
 
-def bilevel_step(model: nn.Module, learner: MetaLearner, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor,
-                 yv: torch.Tensor, epoch: int, loss_fn: nn.Module, optimizer: torch.optim.Optimizer,
-                 scaler: Any, virtual_lr: float | None = None, ctx: dict | None = None,
-                 autocast: Callable[[], Any] | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """One step of Algorithm 1 (lines 5-7); returns (training loss, logits, ctx) of the real step."""
-    ctx = {} if ctx is None else ctx
-    group = optimizer.param_groups[0]
-    lr = float(virtual_lr if virtual_lr is not None else group["lr"])
-    trainable = [p for g in optimizer.param_groups for p in g["params"]]
+def meta_step(model: nn.Module, learner: MetaLearner, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor,
+              yv: torch.Tensor, epoch: int, loss_fn: nn.Module, lr: float, weight_decay: float,
+              trainable: Sequence[nn.Parameter], ctx: dict) -> dict:
+    """Algorithm 1, lines 5-6: the learner's per-step preparation, the virtual step at step size
+    ``lr`` and the update of phi; returns ``ctx`` (with ``meta_loss``). Runs in float32 whatever
+    the caller's autocast: the second-order meta-gradient underflows under fp16."""
     params = classifier_params(model, trainable)
-    learner.prepare(model, x, y, ctx)
-    # the second-order meta-gradient runs in float32: double backward under fp16 underflows
-    grads, lm = meta_gradient(model, learner, params, x, y, xv, yv, epoch, loss_fn, lr,
-                              float(group.get("weight_decay", 0.0)), ctx)
-    learner.meta_update(grads, ctx)
+    with torch.autocast(x.device.type, enabled=False):
+        learner.prepare(model, x, y, ctx)
+        grads, lm = meta_gradient(model, learner, params, x, y, xv, yv, epoch, loss_fn, lr, weight_decay, ctx)
+        learner.meta_update(grads, ctx)
     ctx["meta_loss"] = float(lm)
-    with autocast() if autocast is not None else _null():
-        loss, logits = learner.train_loss(model, None, None, x, y, epoch, loss_fn, ctx, meta=False)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    scaler.step(optimizer)
-    scaler.update()
-    return loss.detach(), logits.detach(), ctx
+    return ctx
 
 
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *a: Any) -> None:
-        return None
+def bilevel_loss(model: nn.Module, learner: MetaLearner, x: torch.Tensor, y: torch.Tensor, xv: torch.Tensor,
+                 yv: torch.Tensor, epoch: int, loss_fn: nn.Module, lr: float, weight_decay: float,
+                 trainable: Sequence[nn.Parameter], ctx: dict | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """Algorithm 1 up to the real step: :func:`meta_step`, then (loss, logits) of the training
+    batch at the new phi (Eq. 7), for the caller's SGD step on ``trainable``; also returns ctx."""
+    ctx = meta_step(model, learner, x, y, xv, yv, epoch, loss_fn, lr, weight_decay, trainable,
+                    {} if ctx is None else ctx)
+    loss, logits = learner.train_loss(model, None, None, x, y, epoch, loss_fn, ctx, meta=False)
+    return loss, logits, ctx
 
 
 class MetaBatches:

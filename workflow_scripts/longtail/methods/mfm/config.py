@@ -1,5 +1,6 @@
 """Configs of the meta-learning methods on the one-loop bilevel engine: MFM (both
-parameterisations), MW-Net and L2RW. Torch-free (validated at Snakemake parse time)."""
+parameterisations of phi, a parameter of one method), MW-Net and L2RW. Torch-free (validated at
+Snakemake parse time)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from ..config import TrainConfig, check_choice, check_positive
 
 META_OPTIMIZERS = ("adam", "sgd")
 GAMMA_ACTIVATIONS = ("softmax", "film")
+MODULATORS = ("net", "phi")
 
 
 @dataclass(frozen=True)
@@ -74,15 +76,23 @@ class _ModulationConfig(BilevelConfig):
 @register_config("mfm")
 @dataclass(frozen=True)
 class MFMConfig(_ModulationConfig):
-    """MFM with a modulator network (Eq. 4): an MLP with one hidden layer (``hidden`` units, 100
-    in appendix B) on the soft label of the unmodulated network, optionally followed by the
-    weight-hashing layer (appendix A.1) when ``hash_dim`` > 0 (compressed size of gamma-hat and of
-    beta-hat each; 256 in appendix B for MIT-67). ``hash_seed`` fixes the random hashing functions.
+    """MFM. ``modulator`` says what phi is:
 
-    ``modulator_from: {dataset: X, run: Y}`` trains with the frozen modulator network of run Y on
-    dataset X (same seed), without meta-learning (the transfer of Table 3, e.g. C -> F).
+    - ``net``: the modulator network of Eq. 4, an MLP with one hidden layer (``hidden`` units, 100
+      in appendix B) on the soft label of the unmodulated network, optionally followed by the
+      weight-hashing layer (appendix A.1) when ``hash_dim`` > 0 (compressed size of gamma-hat and
+      of beta-hat each; 256 in appendix B for MIT-67). ``hash_seed`` fixes the hashing functions.
+    - ``phi``: learnable per-sample modulation parameters phi_i = {gamma_i, beta_i} (Eqs. 2-3), one
+      row per training sample, updated only when their sample is in the batch, by plain SGD
+      (Eq. 6): ``meta_optimizer: sgd`` (a stateful optimiser would keep moving absent rows) with a
+      large ``meta_lr`` (config.yaml's mfm_phi run: 100), as a row sees one gradient per epoch.
+
+    ``modulator_from: {dataset: X, run: Y}`` (``net`` only) trains with the frozen modulator
+    network of run Y on dataset X (same seed), without meta-learning (the transfer of Table 3,
+    e.g. C -> F).
     """
 
+    modulator: str = "net"
     hidden: int = 100
     hash_dim: int = 0
     hash_seed: int = 0
@@ -90,29 +100,19 @@ class MFMConfig(_ModulationConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_choice("modulator", self.modulator, MODULATORS)
         check_positive("hidden", self.hidden)
         check_positive("hash_dim", self.hash_dim, strict=False)
+        if self.modulator == "phi":
+            if self.meta_optimizer != "sgd":
+                raise ValueError("meta_optimizer: modulator phi updates per-sample rows by plain SGD; set sgd")
+            if self.hash_dim or self.modulator_from is not None:
+                raise ValueError("hash_dim / modulator_from belong to the modulator network: set modulator: net")
         if self.modulator_from is not None:
             m = self.modulator_from
             if not isinstance(m, Mapping) or set(m) != {"dataset", "run"} or not all(
                     isinstance(v, str) and v for v in m.values()):
                 raise ValueError(f"modulator_from must be {{dataset: <name>, run: <name>}}, got {m!r}")
-
-
-@register_config("mfm_phi")
-@dataclass(frozen=True)
-class MFMPhiConfig(_ModulationConfig):
-    """MFM with learnable per-sample modulation parameters phi_i = {gamma_i, beta_i} (Eqs. 2-3),
-    one row per training sample. Rows are updated only when their sample is in the batch, by
-    plain SGD (Eq. 6) with ``meta_lr`` (a stateful optimiser would keep moving absent rows)."""
-
-    meta_optimizer: str = "sgd"
-    meta_lr: float = 100.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.meta_optimizer != "sgd":
-            raise ValueError("meta_optimizer: mfm_phi updates per-sample rows by plain SGD; set sgd")
 
 
 @register_config("mw_net")

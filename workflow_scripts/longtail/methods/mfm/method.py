@@ -1,9 +1,11 @@
 """Meta feature modulator (MFM) and the meta re-weighting baselines on the same bilevel engine.
 
-``mfm`` (modulator network, Eq. 4), ``mfm_phi`` (per-sample phi_i, Eqs. 2-3), ``mw_net``
-(Meta-Weight-Net, Shu et al. 2019) and ``l2rw`` (learning to re-weight, Ren et al. 2018) differ
-only in their :class:`~longtail.methods.mfm.bilevel.MetaLearner`; :func:`longtail.methods.mfm.bilevel.bilevel_step`
-performs Algorithm 1 for all of them inside the shared trainer (``step_fn``).
+``mfm`` (``modulator: net``, the modulator network of Eq. 4, or ``modulator: phi``, per-sample
+phi_i of Eqs. 2-3), ``mw_net`` (Meta-Weight-Net, Shu et al. 2019) and ``l2rw`` (learning to
+re-weight, Ren et al. 2018) differ only in their :class:`~longtail.methods.mfm.bilevel.MetaLearner`.
+Their ``training_loss`` hook runs Algorithm 1's virtual and meta steps
+(:func:`longtail.methods.mfm.bilevel.bilevel_loss`) and returns the loss of the real step, which
+the shared trainer takes.
 
 Choices where the paper is silent (all documented in the configs):
 - Which output is modulated: the output of the named module (e.g. ``backbone.fc`` pre-ReLU,
@@ -33,12 +35,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from ... import trainer
-from .bilevel import MetaBatches, MetaLearner, Params, apply_grads, bilevel_step, buffer_copies, forward_with
-from .bilevel import make_meta_optimizer
 from ...data import DatasetInfo, SplitData
-from ...trainer import TrainRun
+from ...trainer import TrainBatch, TrainRun
 from .. import register_method
 from ..base import Method
+from .bilevel import (
+    MetaBatches,
+    MetaLearner,
+    Params,
+    apply_grads,
+    bilevel_loss,
+    buffer_copies,
+    forward_with,
+    make_meta_optimizer,
+)
 
 META = "meta_learner"  # submodule name of the meta-parameters inside the classifier
 
@@ -208,7 +218,7 @@ class ModulationLearner(MetaLearner):
 
 
 class NetLearner(ModulationLearner):
-    """``mfm``: phi = parameters of the modulator network, {gamma_i, beta_i} = M(y_hat_i; phi) (Eq. 4)."""
+    """``modulator: net``: phi = parameters of the modulator network, {gamma_i, beta_i} = M(y_hat_i; phi) (Eq. 4)."""
 
     def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: dict) -> None:
         ctx["soft"] = soft_labels(model, x)
@@ -225,7 +235,7 @@ class NetLearner(ModulationLearner):
 
 
 class PhiLearner(ModulationLearner):
-    """``mfm_phi``: phi_i are rows of a table indexed by training sample (Eqs. 2-3); the rows of
+    """``modulator: phi``: phi_i are rows of a table indexed by training sample (Eqs. 2-3); the rows of
     the batch are a leaf of the virtual step and updated by SGD (Eq. 6)."""
 
     def prepare(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, ctx: dict) -> None:
@@ -317,7 +327,9 @@ class _CtxLearner(MetaLearner):
 
 # --- methods ---------------------------------------------------------------------------------
 class BilevelMethod(Method):
-    """A classifier trained by the bilevel engine; meta-parameters in ``model.meta_learner``."""
+    """A classifier trained by the bilevel engine; meta-parameters in ``model.meta_learner``.
+    ``fit`` calls :meth:`setup` (the run's learner and meta batches), then the shared trainer,
+    whose ``training_loss`` hook is Algorithm 1 up to the real step."""
 
     def build_meta(self, model: nn.Module, info: DatasetInfo) -> nn.Module | None:
         return None
@@ -336,40 +348,46 @@ class BilevelMethod(Method):
     def make_learner(self, model: nn.Module, run: TrainRun) -> MetaLearner:
         raise NotImplementedError
 
-    def make_step(self, model: nn.Module, run: TrainRun):
-        """The trainer's ``step_fn``: Algorithm 1 with a meta batch per training batch."""
-        learner = self.make_learner(model, run)
+    def setup(self, model: nn.Module, run: TrainRun) -> None:
+        """Per training run, before the first step: the learner (it holds phi's optimiser) and the
+        balanced meta batches."""
+        self.learner = self.make_learner(model, run)
+        self.trainable = self.trainable_parameters(model)
         dev = run.device
-        metas = MetaBatches(run.meta, run.info, dev.device, self.cfg.meta_batch_size, run.seed, dev.channels_last)
+        self.metas = MetaBatches(run.meta, run.info, dev.device, self.cfg.meta_batch_size, run.seed,
+                                 dev.channels_last)
 
-        def step(model, x, y, epoch, loss_fn, optimizer, scaler, batch_idx, idx=None):
-            xv, yv = metas.get(epoch, batch_idx)
-            loss, logits, _ = bilevel_step(model, learner, x, y, xv, yv, epoch, loss_fn, optimizer, scaler,
-                                           self.cfg.virtual_lr, {"idx": idx}, dev.autocast)
-            return loss, logits
-
-        return step
+    def training_loss(self, model: nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Algorithm 1 on a training batch and its meta batch: the virtual and meta steps (lines
+        5-6) here, the real step's loss (line 7) returned for the trainer to step."""
+        xv, yv = self.metas.get(batch.epoch, batch.index)
+        lr = self.cfg.virtual_lr if self.cfg.virtual_lr is not None else batch.lr
+        loss, logits, _ = bilevel_loss(model, self.learner, batch.x, batch.y, xv, yv, batch.epoch, batch.loss_fn,
+                                       float(lr), float(self.cfg.weight_decay), self.trainable, {"idx": batch.idx})
+        return loss, logits
 
     def fit(self, model: nn.Module, run: TrainRun) -> pd.DataFrame:
-        return trainer.fit(self, model, run, step_fn=self.make_step(model, run))
-
-
-class _MFMBase(BilevelMethod):
-    def modulation(self, model: nn.Module) -> Modulation:
-        return Modulation(model, self.cfg.layers)
+        self.setup(model, run)
+        return trainer.fit(self, model, run)
 
 
 @register_method("mfm")
-class MFM(_MFMBase):
-    """MFM with the modulator network (Eq. 4, optional weight hashing, A.1); with
-    ``modulator_from`` it trains with another run's frozen modulator instead (Table 3)."""
+class MFM(BilevelMethod):
+    """MFM with the modulator network (``modulator: net``, Eq. 4, optional weight hashing, A.1) or
+    per-sample phi_i (``modulator: phi``, Eqs. 2-3, rows indexed by training-sample position).
+    With ``modulator_from`` it trains with another run's frozen modulator instead (Table 3)."""
 
     def __init__(self, cfg: Any) -> None:
         super().__init__(cfg)
         self.requires_parent = cfg.modulator_from is not None  # the source run's model.pt
 
+    def modulation(self, model: nn.Module) -> Modulation:
+        return Modulation(model, self.cfg.layers)
+
     def build_meta(self, model: nn.Module, info: DatasetInfo) -> nn.Module:
         c = self.cfg
+        if c.modulator == "phi":
+            return PhiTable(int(sum(info.class_counts)), self.modulation(model).channels)
         return ModulatorNet(info.num_classes, self.modulation(model).channels, c.hidden, c.hash_dim, c.hash_seed)
 
     def init_model(self, model: nn.Module, parent: Mapping | None) -> None:
@@ -377,8 +395,9 @@ class MFM(_MFMBase):
         fresh); shapes must agree (same classes and modulated channels)."""
         if self.cfg.modulator_from is None or parent is None:
             return super().init_model(model, parent)
-        if parent.get("method") != "mfm":
-            raise ValueError(f"modulator_from: the source run was trained with '{parent.get('method')}', not mfm")
+        if parent.get("method") != "mfm" or (parent.get("config") or {}).get("modulator", "net") != "net":
+            raise ValueError(f"modulator_from: the source run was trained with '{parent.get('method')}', "
+                             "not mfm with a modulator network")
         src = {k[len(META) + 1:]: v for k, v in parent["model"].items() if k.startswith(META + ".")}
         mod = getattr(model, META)
         own = mod.state_dict()
@@ -392,52 +411,41 @@ class MFM(_MFMBase):
 
     def make_learner(self, model: nn.Module, run: TrainRun) -> MetaLearner:
         mod = getattr(model, META)
+        if self.cfg.modulator == "phi":
+            if len(run.train) != mod.raw.shape[0]:
+                raise ValueError("modulator phi: the phi table has one row per training sample; the train split changed")
+            return _CtxLearner(PhiLearner(self.cfg, self.modulation(model), mod, None), "rows")
         if self.cfg.modulator_from is not None:
             return FrozenNetLearner(self.cfg, self.modulation(model), mod, None)
         opt = make_meta_optimizer(self.cfg.meta_optimizer, list(mod.parameters()), self.cfg.meta_lr,
                                   self.cfg.meta_weight_decay)
         return NetLearner(self.cfg, self.modulation(model), mod, opt)
 
-    def make_step(self, model: nn.Module, run: TrainRun):
+    def setup(self, model: nn.Module, run: TrainRun) -> None:
         if self.cfg.modulator_from is None:
-            return super().make_step(model, run)
-        learner = self.make_learner(model, run)
-        dev = run.device
+            return super().setup(model, run)
+        self.learner = self.make_learner(model, run)  # the frozen modulator needs no meta batches
 
-        def step(model, x, y, epoch, loss_fn, optimizer, scaler, batch_idx, idx=None):
-            # the frozen modulator: plain training of the modulated network (Eq. 4), no meta step
-            ctx: dict = {}
-            learner.prepare(model, x, y, ctx)
-            with dev.autocast():
-                loss, logits = learner.train_loss(model, None, None, x, y, epoch, loss_fn, ctx, meta=False)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            return loss.detach(), logits.detach()
-
-        return step
+    def training_loss(self, model: nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.modulator_from is None:
+            return super().training_loss(model, batch)
+        # the frozen modulator: plain training of the modulated network (Eq. 4), no meta step;
+        # the soft labels in float32, as in the bilevel step
+        ctx: dict = {}
+        with torch.autocast(batch.x.device.type, enabled=False):
+            self.learner.prepare(model, batch.x, batch.y, ctx)
+        return self.learner.train_loss(model, None, None, batch.x, batch.y, batch.epoch, batch.loss_fn, ctx,
+                                       meta=False)
 
     @torch.no_grad()
     def modulation_params(self, model: nn.Module, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-layer (gamma, beta) the modulator gives a batch (for the t-SNE figures)."""
+        if self.cfg.modulator != "net":
+            raise ValueError("modulation figures need a modulator network (modulator: net)")
         mod = self.modulation(model)
         g, b = getattr(model, META)(torch.softmax(model(x).float(), dim=1))
         return split_modulation(g, b, mod.channels, self.cfg.gamma_activation, self.cfg.learn_gamma,
                                 self.cfg.learn_beta)
-
-
-@register_method("mfm_phi")
-class MFMPhi(_MFMBase):
-    """MFM with learnable per-sample phi_i (Eqs. 2-3); rows indexed by training-sample position."""
-
-    def build_meta(self, model: nn.Module, info: DatasetInfo) -> nn.Module:
-        return PhiTable(int(sum(info.class_counts)), self.modulation(model).channels)
-
-    def make_learner(self, model: nn.Module, run: TrainRun) -> MetaLearner:
-        if len(run.train) != getattr(model, META).raw.shape[0]:
-            raise ValueError("mfm_phi: the phi table has one row per training sample; the train split changed")
-        return _CtxLearner(PhiLearner(self.cfg, self.modulation(model), getattr(model, META), None), "rows")
 
 
 @register_method("mw_net")

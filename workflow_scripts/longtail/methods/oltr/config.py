@@ -1,16 +1,16 @@
-"""Configs of OLTR (Liu et al., CVPR 2019) stage 2 and its Fig. 5 ablations.
+"""Config of OLTR (Liu et al., CVPR 2019) stage 2; its Fig. 5 ablations are parameter sets of it.
 
-Stage 1 is the ``plain`` run named by ``init_from``. Stage 2 (these configs) adds, on top of the
+Stage 1 is the ``plain`` run named by ``init_from``. Stage 2 (this config) adds, on top of the
 parent backbone, modulated attention on the last feature map (Eq. 5), the dynamic
 meta-embedding (Eqs. 1-4), the squashing cosine classifier (Eq. 6) and the loss of Eq. 7.
 Defaults follow the authors' ImageNet-LT stage-2 config (zhmiao/OpenLongTailRecognition-OLTR,
 ``config/ImageNet_LT/stage_2_meta_embedding.py``) except the epoch count, which is kept short
 for the embedded CPU dataset (``config/presets/oltr_sweeps.yaml`` names the paper's 60).
 
-The ablation entries differ only in which components are switched on:
+The ablation runs of config.yaml are ``method: oltr`` with these switches in ``params``:
 
 =====================  ======  ========  ============  ================
-registry name          memory  selector  reachability  attention
+run                    memory  selector  reachability  attention
 =====================  ======  ========  ============  ================
 ``oltr_memory``        yes     no        no            none
 ``oltr_selector``      yes     yes       no            none
@@ -93,37 +93,3 @@ class OLTRConfig(TrainConfig):
         if not 0 <= self.centroid_momentum < 1:
             raise ValueError(f"centroid_momentum must be in [0, 1), got {self.centroid_momentum}")
 
-
-@register_config("oltr_memory")
-@dataclass(frozen=True)
-class OLTRMemoryConfig(OLTRConfig):
-    """Fig. 5b "memory feature": v_meta = v_direct + v_memory (no selector, no reachability, no attention)."""
-
-    selector: bool = False
-    reachability: bool = False
-    attention: str = "none"
-
-
-@register_config("oltr_selector")
-@dataclass(frozen=True)
-class OLTRSelectorConfig(OLTRConfig):
-    """Fig. 5b "+ concept selector": v_meta = v_direct + e * v_memory (no reachability, no attention)."""
-
-    reachability: bool = False
-    attention: str = "none"
-
-
-@register_config("oltr_reach")
-@dataclass(frozen=True)
-class OLTRReachConfig(OLTRConfig):
-    """Fig. 5b "+ reachability calibrator": the full dynamic meta-embedding, no attention."""
-
-    attention: str = "none"
-
-
-@register_config("oltr_spatial_fmap")
-@dataclass(frozen=True)
-class OLTRSpatialFmapConfig(OLTRConfig):
-    """Fig. 5c: spatial attention applied to the feature map, f + MA(f) * f, instead of Eq. 5."""
-
-    attention: str = "spatial_fmap"

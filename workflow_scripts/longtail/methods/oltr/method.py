@@ -1,4 +1,5 @@
-"""OLTR stage 2 (Liu et al., CVPR 2019) and its Fig. 5 ablations, on the shared trainer.
+"""OLTR stage 2 (Liu et al., CVPR 2019) on the shared trainer; the Fig. 5 ablations are parameter
+sets of this method (component switches of :class:`~longtail.methods.oltr.config.OLTRConfig`).
 
 Stage 1 is the run named by ``init_from`` (a ``plain`` run). Stage 2:
 
@@ -11,8 +12,9 @@ Stage 1 is the run named by ``init_from`` (a ``plain`` run). Stage 2:
 - loss (Eq. 7): CE + ``centroid_weight`` * (attract + ``repel_weight`` * repel) on v_direct;
 - centroids are then updated as the authors do (``centroid_update: loss``): they are parameters
   of the centroid loss only (the meta-embedding reads them detached), stepped by SGD at
-  ``lr * centroid_lr_scale`` with the class-averaged centre-loss gradient of the attract term
-  plus the repel term's gradient. ``ema`` (moving class means) and ``fixed`` are alternatives;
+  ``lr * centroid_lr_scale`` (a param group's ``lr_scale``, applied by the trainer) with the
+  class-averaged centre-loss gradient of the attract term plus the repel term's gradient.
+  ``ema`` (moving class means, updated after the optimiser step) and ``fixed`` are alternatives;
 - class-aware sampling, 4 images per class (the ``class_balanced`` sampler).
 
 Deviations (documented choices): the shared trainer keeps the last epoch (the authors keep the
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -33,15 +34,17 @@ from torch import nn
 from ... import trainer
 from ...data import DatasetInfo
 from ...models import create_backbone
-from .modules import OLTRNet, centroid_loss, class_means, ema_update
-from ...trainer import TrainRun
+from ...trainer import TrainBatch, TrainRun
 from .. import register_method
 from ..base import Method
+from ..frozen import class_means, parent_tensors, sub_state
+from .modules import OLTRNet, centroid_loss, ema_update
 
 
 @register_method("oltr")
 class OLTR(Method):
-    """Full OLTR: dynamic meta-embedding + modulated attention (Fig. 5a, last bar)."""
+    """OLTR: dynamic meta-embedding + modulated attention (Fig. 5a, last bar) with every switch on;
+    the Fig. 5b / 5c ablations switch components off in ``params``."""
 
     requires_parent = True
 
@@ -68,8 +71,7 @@ class OLTR(Method):
             raise ValueError(f"backbone '{self.cfg.backbone}' differs from the init_from run's '{parent_backbone}'; "
                              "set the same backbone in params")
         state = parent["model"]
-        backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-        model.backbone.load_state_dict(backbone, strict=True)
+        model.backbone.load_state_dict(sub_state(state, "backbone."), strict=True)
         w = state.get("head.weight")
         if self.cfg.hallucinator_init == "parent" and w is not None and w.shape == model.meta.hallucinator.weight.shape:
             with torch.no_grad():
@@ -81,7 +83,7 @@ class OLTR(Method):
                     model.meta.hallucinator.bias.zero_()
 
     def trainable_parameters(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Three SGD groups with an ``lr_scale`` each (applied by this method's step function):
+        """Three SGD groups with an ``lr_scale`` each (applied by the trainer):
         new modules 1, parent backbone ``backbone_lr_scale``, centroids ``centroid_lr_scale``."""
         backbone = [p for p in model.backbone.parameters() if p.requires_grad]
         centroids = [p for p in (model.meta.centroids,) if p.requires_grad]
@@ -106,21 +108,29 @@ class OLTR(Method):
             lm = centroid_loss(feats.float(), y, c, margin=cfg.margin, repel_weight=cfg.repel_weight)
         return loss + cfg.centroid_weight * lm
 
-    def training_loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int,
-                      loss_fn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model.forward_all(x)
-        return self.oltr_loss(model, out, y, epoch, loss_fn), out["logits"]
+    def training_loss(self, model: nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        out = model.forward_all(batch.x)
+        if self.cfg.centroid_update == "ema":
+            batch.saved["direct"] = out["direct"]  # read by after_step, once backward is done
+        return self.oltr_loss(model, out, batch.y, batch.epoch, batch.loss_fn), out["logits"]
+
+    def after_step(self, model: nn.Module, batch: TrainBatch) -> None:
+        """``centroid_update: ema``: moving class means of the batch's v_direct. Only after the
+        step: the loss's graph saved the memory M (Eqs. 1-3 read it), so an in-place update
+        before backward would silently change the gradients."""
+        if self.cfg.centroid_update == "ema":
+            ema_update(model.meta.centroids.data, batch.saved["direct"].detach().float(), batch.y,
+                       self.cfg.centroid_momentum)
 
     def init_centroids(self, model: OLTRNet, run: TrainRun) -> None:
         """Memory M <- class means of the parent's training embeddings (else of the model's own
         v_direct, which equals the parent's at initialisation: SA starts at 0)."""
-        k = model.meta.centroids.shape[0]
-        feats = (run.parent_features or {}).get("train")
-        if feats is not None:
-            x, labels = torch.from_numpy(np.asarray(feats[0], np.float32)), torch.from_numpy(np.asarray(feats[1]))
-            if x.shape[1] != model.meta.centroids.shape[1]:
+        k, dim = model.meta.centroids.shape
+        if run.parent_features is not None and "train" in run.parent_features:
+            x, labels = parent_tensors(run, "train")
+            if x.shape[1] != dim:
                 raise ValueError(f"parent features have {x.shape[1]} dims, the backbone embeds into "
-                                 f"{model.meta.centroids.shape[1]}: init_from must name a run with the same backbone")
+                                 f"{dim}: init_from must name a run with the same backbone")
         else:
             dev = run.device
             model.to(dev.device).eval()
@@ -131,30 +141,13 @@ class OLTR(Method):
                     with dev.autocast():
                         xs.append(model.direct(xb).float().cpu())
                     ys.append(run.train.labels[idx])
-            x, labels = torch.cat(xs), torch.cat(ys)
+            x, labels = torch.cat(xs), torch.cat(ys).long()
         with torch.no_grad():
-            model.meta.centroids.copy_(class_means(x, labels.long(), k).to(model.meta.centroids.device))
+            model.meta.centroids.copy_(class_means(x, labels, k).to(model.meta.centroids.device))
 
     def fit(self, model: nn.Module, run: TrainRun) -> pd.DataFrame:
         self.init_centroids(model, run)  # a resumed run then loads its saved centroids over these
-        cfg, dev = self.cfg, run.device
-
-        def step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, epoch: int, loss_fn: nn.Module,
-                 optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, batch: int):
-            for g in optimizer.param_groups:  # the trainer has just set g["lr"] to the scheduled lr
-                g["lr"] = g["lr"] * g.get("lr_scale", 1.0)
-            with dev.autocast():
-                out = model.forward_all(x)
-                loss = self.oltr_loss(model, out, y, epoch, loss_fn)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            if cfg.centroid_update == "ema":
-                ema_update(model.meta.centroids.data, out["direct"].detach().float(), y, cfg.centroid_momentum)
-            return loss, out["logits"]
-
-        return trainer.fit(self, model, run, step_fn=step)
+        return trainer.fit(self, model, run)
 
     # --- inference ---------------------------------------------------------------------------
     def infer(self, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -162,22 +155,3 @@ class OLTR(Method):
         out = model.forward_all(x)
         return out["logits"], out["meta"] if self.cfg.embedding == "meta" else out["direct"]
 
-
-@register_method("oltr_memory")
-class OLTRMemory(OLTR):
-    """Fig. 5b: + memory feature only (v_direct + v_memory)."""
-
-
-@register_method("oltr_selector")
-class OLTRSelector(OLTR):
-    """Fig. 5b: + concept selector."""
-
-
-@register_method("oltr_reach")
-class OLTRReach(OLTR):
-    """Fig. 5b: + reachability calibrator (the full dynamic meta-embedding, no attention)."""
-
-
-@register_method("oltr_spatial_fmap")
-class OLTRSpatialFmap(OLTR):
-    """Fig. 5c: spatial attention on the original feature map instead of the self-attention map."""

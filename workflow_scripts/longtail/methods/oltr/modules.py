@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...models import Backbone
+from ..frozen import class_means
 
 EPS = 1e-12
 
@@ -212,14 +213,6 @@ def feature_map_channels(backbone: Backbone) -> int:
 
 
 # --- centroids and the large-margin loss (Sec. 3.1 "Learning visual memory", Eq. 7) -----------
-def class_means(x: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(K, D) mean feature of every class (zeros for a class without samples)."""
-    x = x.float()
-    sums = torch.zeros(num_classes, x.shape[1], dtype=x.dtype, device=x.device).index_add_(0, labels, x)
-    counts = torch.bincount(labels, minlength=num_classes).clamp_min(1).to(x.dtype)
-    return sums / counts.unsqueeze(1)
-
-
 class _AttractLoss(torch.autograd.Function):
     """sum_n ||f_n - c_{y_n}||^2 / (2B) with the center-loss update for the centroids.
 
