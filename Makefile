@@ -60,6 +60,10 @@ bench: setup
 docs: $(VENV)/.installed
 	$(BIN)/python tools/write_docs.py
 
+# Every output folder: the workflow's (tests/workflow/test_envs.py checks that each rule's top
+# folder is listed), the glyphs source's render cache, make preset's and make bench's.
+# results/README.md stays.
 clean:
 	rm -rf results/data results/train results/predictions results/features results/metrics \
-	       results/tables results/figures results/logs results/benchmarks results/report.html
+	       results/tables results/figures results/logs results/benchmarks results/report.html \
+	       results/cache results/presets results/bench

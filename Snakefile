@@ -1,4 +1,5 @@
 # Long-tailed (and open long-tailed) recognition, from curation to the papers' tables and figures.
+# What gets built is decided in workflow_scripts/longtail/targets.py; rules/common.smk binds it.
 from snakemake.utils import min_version
 
 min_version("9.0")
@@ -15,35 +16,15 @@ include: "rules/common.smk"
 include: "rules/curate.smk"
 include: "rules/train.smk"
 include: "rules/evaluate.smk"
-include: "rules/kt.smk"
-include: "rules/oltr.smk"
-include: "rules/mfm_common.smk"
-include: "rules/mfm.smk"
-include: "rules/metamodelnet.smk"
 include: "rules/figures.smk"
-
-
-# Seconds of pandas/matplotlib each: on a cluster they run on the submit host, not through sbatch.
-localrules:
-    all,
-    figures,
-    class_distribution,
-    evaluate,
-    table,
-    summary,
-    tsne,
-    kt_attention,
-    kt_embedding,
-    mmn_gain,
-    mfm_tsne,
-    mfm_confusion,
-    oltr_tsne,
-    oltr_threshold_sweep,
-    oltr_longtailness,
-    oltr_open_classes,
+include: "rules/kt.smk"
+include: "rules/metamodelnet.smk"
+include: "rules/mfm.smk"
+include: "rules/oltr.smk"
 
 
 rule all:
     input:
         get_final_outputs(),
+    localrule: True
     default_target: True

@@ -1,5 +1,7 @@
-# Config validation, wildcard constraints and the input functions every stage uses.
-# Parse time stays cheap: no torch import and no data reads here.
+# Config validation and checks, the config getter, wildcard constraints and the input functions of
+# every rule. What to build is decided in longtail.targets (torch-free, unit-tested); the functions
+# here only bind it to the workflow's config and a job's wildcards. Parse time stays cheap: no
+# torch import, no data reads, plain dict reads per job.
 import shutil
 import sys
 from pathlib import Path
@@ -8,8 +10,10 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
+from longtail import targets  # noqa: E402
 from longtail.config_check import ConfigError, check_config, schema_error_line  # noqa: E402
 
+# validate fills the schema's defaults into config: rules and scripts read every key plainly.
 try:
     validate(config, schema="schemas/config.schema.yaml")
 except WorkflowError as exc:  # one line naming the key instead of jsonschema's multi-line dump
@@ -19,13 +23,17 @@ try:
 except ConfigError as exc:
     raise WorkflowError(f"config error: {exc}") from None
 
-DATASETS = list(config["datasets"])
+
+def config_provider(*keys, default=None):
+    """The config value at ``keys`` (e.g. ``config_provider("shots", "few")``); a missing key is
+    an error unless ``default`` is given, as the schema fills every default in."""
+    return targets.get_config(config, *keys, default=default)
 
 
 def _cuda_expected():
     """Whether torch jobs will run on a GPU: `device` in config, else an NVIDIA driver on this host
     (nvidia-smi on PATH; no torch import, to keep parsing fast)."""
-    device = config.get("device", "auto")
+    device = config_provider("device")
     if device != "auto":
         return device == "cuda"
     return shutil.which("nvidia-smi") is not None
@@ -38,50 +46,41 @@ def _cuda_expected():
 # --set-threads / --set-resources (profiles/slurm does).
 GPU_JOB = 1 if _cuda_expected() else 0
 TORCH_THREADS = 2 if GPU_JOB else 1
-RUNS = config["runs"]
-SEEDS = config["seeds"]
 
 
 wildcard_constraints:
-    dataset="|".join(DATASETS),
-    run="|".join(RUNS),
+    dataset="|".join(config["datasets"]),
+    run="|".join(config["runs"]),
     seed=r"\d+",
 
 
-def runs_of(dataset):
-    """Runs trained on a dataset: its `runs` list, or every run."""
-    return config["datasets"][dataset].get("runs") or list(RUNS)
+# ------------------------------------------------------------------------------ targets
 
 
-def get_parent_model(wildcards):
-    """The checkpoint a run starts from (`init_from`), on the same dataset and seed; none else."""
-    parent = RUNS[wildcards.run].get("init_from")
-    if parent is None:
-        return get_modulator_source(wildcards)  # MFM transfer across datasets (rules/mfm.smk), else []
-    return f"results/train/{wildcards.dataset}/{parent}/seed{wildcards.seed}/model.pt"
+def get_tables(wildcards=None):
+    return targets.tables(config)
 
 
-def get_parent_features(wildcards):
-    """Cached embeddings of the run named by `init_from` (classifier-stage methods use them)."""
-    parent = RUNS[wildcards.run].get("init_from")
-    if parent is None:
-        return []
-    return f"results/features/{wildcards.dataset}/{parent}/seed{wildcards.seed}.parquet"
+def get_figures(wildcards=None):
+    return targets.figures(config)
 
 
-def get_open_threshold(wildcards):
-    """A dataset's open-set threshold, else the global one."""
-    ds = config["datasets"][wildcards.dataset]
-    if ds.get("open_threshold") is not None:
-        return ds["open_threshold"]
-    return config.get("open_threshold", 0.1)
+def get_final_outputs(wildcards=None):
+    return targets.final_outputs(config)
 
 
-# Params lookups as plain dict reads: `lookup(dpath=..., within=config)` walks the whole config on
-# every job, 13-22 % of the CPU of a 3,776-job dry run (benchmarks/dag.py).
+def get_mfm_figures(wildcards=None):
+    return targets.mfm_figures(config)
+
+
+# ------------------------------------------------------------------------------ config entries
+# Plain dict reads: `lookup(dpath=..., within=config)` walks the whole config on every job, 13-22 %
+# of the CPU of a 3,776-job dry run (benchmarks/dag.py).
+
+
 def get_run_config(wildcards):
     """A run's config entry (method, params, init_from, ...)."""
-    return RUNS[wildcards.run]
+    return config["runs"][wildcards.run]
 
 
 def get_dataset_config(wildcards):
@@ -94,48 +93,111 @@ def get_dataset_source(wildcards):
 
 
 def get_dataset_description(wildcards):
-    return config["datasets"][wildcards.dataset].get("description", "")
+    return config["datasets"][wildcards.dataset]["description"]
+
+
+def get_open_threshold(wildcards):
+    return targets.open_threshold(config, wildcards.dataset)
 
 
 def get_paper_results(wildcards):
     """The paper's figures for a dataset's runs ({} when none)."""
-    return config.get("paper_results", {}).get(wildcards.dataset, {})
+    return config["paper_results"].get(wildcards.dataset, {})
 
 
-def dataset_metrics(dataset):
-    return expand(
-        "results/metrics/{dataset}/{run}/seed{seed}.parquet",
-        dataset=dataset,
-        run=runs_of(dataset),
-        seed=SEEDS,
-    )
+# ------------------------------------------------------------------------------ train and evaluate
+
+
+# One path or none: the scripts read input.parent as a single file.
+def get_parent_model(wildcards):
+    return targets.parent_model(config, wildcards.dataset, wildcards.run, wildcards.seed) or []
+
+
+def get_parent_features(wildcards):
+    return targets.parent_features(config, wildcards.dataset, wildcards.run, wildcards.seed) or []
 
 
 def get_dataset_metrics(wildcards):
-    return dataset_metrics(wildcards.dataset)
+    return targets.dataset_metrics(config, wildcards.dataset)
 
 
 def get_all_metrics(wildcards):
-    return [p for d in DATASETS for p in dataset_metrics(d)]
+    return targets.all_metrics(config)
 
 
-def tsne_runs(dataset):
-    return [r for r in config.get("tsne", {}).get("runs", []) if r in runs_of(dataset)]
+# ------------------------------------------------------------------------------ family figures
 
 
-def get_figures(wildcards=None):
-    out = []
-    for d in DATASETS:
-        out.append(f"results/figures/{d}/class_distribution.png")
-        out += [f"results/figures/{d}/tsne_{r}_seed{SEEDS[0]}.png" for r in tsne_runs(d)]
-    out += get_mmn_figures()  # rules/metamodelnet.smk
-    return out + get_kt_figures() + get_oltr_figures() + get_mfm_figures()  # rules/kt.smk, oltr.smk, mfm.smk
+def get_mmn_gain_runs(wildcards):
+    return targets.mmn_gain_runs(config, wildcards.dataset)
 
 
-def get_tables(wildcards=None):
-    out = [f"results/tables/{d}.{ext}" for d in DATASETS for ext in ("md", "csv", "tex")]
-    return out + ["results/tables/summary.parquet"]
+def get_mmn_gain_inputs(wildcards):
+    return [
+        f"results/metrics/{wildcards.dataset}/{r}/seed{wildcards.seed}.per_class.parquet"
+        for r in targets.mmn_gain_runs(config, wildcards.dataset)
+    ]
 
 
-def get_final_outputs():
-    return get_tables() + get_figures()
+def get_mfm_base_predictions(wildcards):
+    base = config["mfm_figures"]["base"]
+    return f"results/predictions/{wildcards.dataset}/{base}/seed{wildcards.seed}.parquet"
+
+
+def get_oltr_tsne_runs(wildcards):
+    return targets.oltr_tsne_runs(config, wildcards.dataset)
+
+
+def get_oltr_tsne_features(wildcards):
+    return [
+        f"results/features/{wildcards.dataset}/{r}/seed{wildcards.seed}.parquet"
+        for r in targets.oltr_tsne_runs(config, wildcards.dataset)
+    ]
+
+
+def get_oltr_threshold_run_seeds(wildcards):
+    return [(r, s) for r in targets.oltr_threshold_runs(config, wildcards.dataset) for s in config["seeds"]]
+
+
+def get_oltr_threshold_predictions(wildcards):
+    return [
+        f"results/predictions/{wildcards.dataset}/{r}/seed{s}.parquet"
+        for r, s in get_oltr_threshold_run_seeds(wildcards)
+    ]
+
+
+def get_oltr_longtail_metrics(wildcards):
+    return [f"results/metrics/{d}/{r}/seed{s}.parquet" for d, r, s in targets.oltr_items(config, "longtailness")]
+
+
+def get_oltr_longtail_x(wildcards):
+    """Fig. 8a's x value per dataset."""
+    return targets.oltr_longtail_axis(config)[0]
+
+
+def get_oltr_longtail_x_label(wildcards):
+    return targets.oltr_longtail_axis(config)[1]
+
+
+def get_oltr_longtail_log_x(wildcards):
+    return targets.oltr_longtail_axis(config)[2]
+
+
+def get_oltr_open_classes_items(wildcards):
+    return targets.oltr_items(config, "open_classes")
+
+
+def get_oltr_open_classes_predictions(wildcards):
+    return [f"results/predictions/{d}/{r}/seed{s}.parquet" for d, r, s in targets.oltr_items(config, "open_classes")]
+
+
+def get_oltr_open_classes_datasets(wildcards):
+    return config["oltr_figures"]["open_classes_datasets"]
+
+
+def get_oltr_open_classes_samples(wildcards):
+    return [f"results/data/{d}/samples.parquet" for d in get_oltr_open_classes_datasets(wildcards)]
+
+
+def get_oltr_open_classes_thresholds(wildcards):
+    return {d: targets.open_threshold(config, d) for d in get_oltr_open_classes_datasets(wildcards)}

@@ -1,5 +1,4 @@
-# Curation: long-tailed, open-set splits of each dataset (samples + class counts), and the
-# class-distribution figure.
+# Curation: the long-tailed, open-set splits of each dataset (samples + class counts).
 
 
 rule curate:
@@ -8,7 +7,7 @@ rule curate:
         counts="results/data/{dataset}/class_counts.parquet",
     params:
         dataset=get_dataset_config,
-        shots=config.get("shots", {}),
+        shots=config_provider("shots"),
     log:
         "results/logs/curate/{dataset}.log",
     benchmark:
@@ -20,27 +19,3 @@ rule curate:
         runtime=20,
     script:
         "../workflow_scripts/curate.py"
-
-
-rule class_distribution:
-    input:
-        counts="results/data/{dataset}/class_counts.parquet",
-    output:
-        report(
-            "results/figures/{dataset}/class_distribution.png",
-            category="Data",
-            caption="report/class_distribution.rst",
-        ),
-    params:
-        shots=config.get("shots", {}),
-    log:
-        "results/logs/class_distribution/{dataset}.log",
-    benchmark:
-        "results/benchmarks/class_distribution/{dataset}.tsv"
-    conda:
-        "../envs/analysis.yaml"
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    script:
-        "../workflow_scripts/plot_class_distribution.py"

@@ -1,4 +1,5 @@
 # Metrics from predictions (the single source of every number), then tables over seeds.
+# Seconds of pandas each: on a cluster they run on the submit host (localrule), not through sbatch.
 
 
 rule evaluate:
@@ -16,6 +17,7 @@ rule evaluate:
         "results/benchmarks/evaluate/{dataset}/{run}/seed{seed}.tsv"
     conda:
         "../envs/analysis.yaml"
+    localrule: True
     resources:
         mem_mb=2000,
         runtime=10,
@@ -31,10 +33,10 @@ rule table:
         csv="results/tables/{dataset}.csv",
         tex="results/tables/{dataset}.tex",
     params:
-        runs=config["runs"],
+        runs=config_provider("runs"),
         paper=get_paper_results,
         description=get_dataset_description,
-        shots=config.get("shots", {}),
+        shots=config_provider("shots"),
         threshold=get_open_threshold,
     log:
         "results/logs/table/{dataset}.log",
@@ -42,11 +44,12 @@ rule table:
         "results/benchmarks/table/{dataset}.tsv"
     conda:
         "../envs/analysis.yaml"
+    localrule: True
     resources:
         mem_mb=1000,
         runtime=10,
     script:
-        "../workflow_scripts/make_table.py"
+        "../workflow_scripts/table.py"
 
 
 rule summary:
@@ -60,6 +63,7 @@ rule summary:
         "results/benchmarks/summary/summary.tsv"
     conda:
         "../envs/analysis.yaml"
+    localrule: True
     resources:
         mem_mb=1000,
         runtime=10,

@@ -1,8 +1,6 @@
 # Knowledge-transfer (KT, CVPR 2022) figures, drawn from a KT run's model.pt (its head keeps the
 # prototypes, classifier weights, attention and KT classifiers) and cached features: never retrains.
-
-
-include: "kt_common.smk"
+# Which runs: longtail.targets.kt_figure_runs (settings: `kt_figures:`).
 
 
 rule kt_embedding:
@@ -17,20 +15,21 @@ rule kt_embedding:
             caption="report/kt_embedding.rst",
         ),
     params:
-        kt_figures=config.get("kt_figures", {}),
-        few=config.get("shots", {}).get("few", 20),
+        kt_figures=config_provider("kt_figures"),
+        few=config_provider("shots", "few"),
     log:
         "results/logs/kt_embedding/{dataset}/{run}/seed{seed}.log",
     benchmark:
         "results/benchmarks/kt_embedding/{dataset}/{run}/seed{seed}.tsv"
     conda:
         "../envs/torch.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     script:
-        "../workflow_scripts/plot_kt_embedding.py"
+        "../workflow_scripts/kt_embedding.py"
 
 
 rule kt_attention:
@@ -44,16 +43,17 @@ rule kt_attention:
             caption="report/kt_attention.rst",
         ),
     params:
-        kt_figures=config.get("kt_figures", {}),
+        kt_figures=config_provider("kt_figures"),
     log:
         "results/logs/kt_attention/{dataset}/{run}/seed{seed}.log",
     benchmark:
         "results/benchmarks/kt_attention/{dataset}/{run}/seed{seed}.tsv"
     conda:
         "../envs/torch.yaml"
+    localrule: True
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
     script:
-        "../workflow_scripts/plot_kt_attention.py"
+        "../workflow_scripts/kt_attention.py"

@@ -1,9 +1,7 @@
 # MetaModelNet (NIPS'17) figures, from saved artefacts only: Fig. 4 model dynamics (model.pt + the
 # run's cached train features: a few fresh few-shot models pushed through the trained chain) and
 # Fig. 3 per-class gain over plain (per-class metrics parquet files). Never retrains.
-
-
-include: "metamodelnet_common.smk"
+# Which runs: longtail.targets.mmn_dynamics_runs / mmn_gain_runs.
 
 
 rule mmn_dynamics:
@@ -29,7 +27,7 @@ rule mmn_dynamics:
         mem_mb=2000,
         runtime=10,
     script:
-        "../workflow_scripts/plot_mmn_dynamics.py"
+        "../workflow_scripts/mmn_dynamics.py"
 
 
 rule mmn_gain:
@@ -44,16 +42,17 @@ rule mmn_gain:
         table="results/figures/{dataset}/mmn_gain_seed{seed}.parquet",
     params:
         runs=get_mmn_gain_runs,
-        base="plain",
+        base=targets.MMN_GAIN_BASE,
     log:
         "results/logs/mmn_gain/{dataset}/seed{seed}.log",
     benchmark:
         "results/benchmarks/mmn_gain/{dataset}/seed{seed}.tsv"
     conda:
         "../envs/torch.yaml"  # plots_mmn imports torch (MetaModelNet tensors)
+    localrule: True
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
     script:
-        "../workflow_scripts/plot_mmn_gain.py"
+        "../workflow_scripts/mmn_gain.py"

@@ -1,6 +1,7 @@
-# MFM (issue 6): the modulator transfer edge across datasets, the modulation parameters of trained
-# modulator networks, and the MFM figures (t-SNE of gamma / beta, confusion matrices).
-# Figures are drawn from saved artefacts only (model.pt -> modulation parquet, predictions).
+# MFM figures, from saved artefacts only: the modulation parameters a trained modulator network
+# gives each sample (model.pt -> parquet), their t-SNE (Figs. 5, 9) and confusion matrices beside
+# the base run's (Fig. 3). Which runs: longtail.targets.mfm_figure_runs / mfm_confusion_runs
+# (settings: `mfm_figures:`); the cross-dataset modulator edge is longtail.targets.parent_model.
 
 
 rule mfm_modulation:
@@ -8,11 +9,11 @@ rule mfm_modulation:
         samples="results/data/{dataset}/samples.parquet",
         model="results/train/{dataset}/{run}/seed{seed}/model.pt",
     output:
-        "results/mfm/{dataset}/{run}/seed{seed}.modulation.parquet",
+        "results/figures/{dataset}/mfm_modulation_{run}_seed{seed}.parquet",
     params:
         source=get_dataset_source,
-        split=_mfm_settings().get("split", "test"),
-        device=config.get("device", "auto"),
+        split=config_provider("mfm_figures", "split"),
+        device=config_provider("device"),
     log:
         "results/logs/mfm_modulation/{dataset}/{run}/seed{seed}.log",
     benchmark:
@@ -30,7 +31,7 @@ rule mfm_modulation:
 
 rule mfm_tsne:
     input:
-        modulation="results/mfm/{dataset}/{run}/seed{seed}.modulation.parquet",
+        modulation="results/figures/{dataset}/mfm_modulation_{run}_seed{seed}.parquet",
         counts="results/data/{dataset}/class_counts.parquet",
     output:
         report(
@@ -39,20 +40,21 @@ rule mfm_tsne:
             caption="report/mfm_tsne.rst",
         ),
     params:
-        max_points=_mfm_settings().get("max_points", 1000),
-        perplexity=_mfm_settings().get("perplexity", 30),
+        max_points=config_provider("mfm_figures", "max_points"),
+        perplexity=config_provider("mfm_figures", "perplexity"),
     log:
         "results/logs/mfm_tsne/{dataset}/{run}/seed{seed}.log",
     benchmark:
         "results/benchmarks/mfm_tsne/{dataset}/{run}/seed{seed}.tsv"
     conda:
         "../envs/analysis.yaml"
+    localrule: True
     threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
     script:
-        "../workflow_scripts/plot_mfm_tsne.py"
+        "../workflow_scripts/mfm_tsne.py"
 
 
 rule mfm_confusion:
@@ -67,18 +69,19 @@ rule mfm_confusion:
             caption="report/mfm_confusion.rst",
         ),
     params:
-        base=_mfm_settings().get("base", "plain"),
+        base=config_provider("mfm_figures", "base"),
     log:
         "results/logs/mfm_confusion/{dataset}/{run}/seed{seed}.log",
     benchmark:
         "results/benchmarks/mfm_confusion/{dataset}/{run}/seed{seed}.tsv"
     conda:
         "../envs/analysis.yaml"
+    localrule: True
     resources:
         mem_mb=1000,
         runtime=10,
     script:
-        "../workflow_scripts/plot_mfm_confusion.py"
+        "../workflow_scripts/mfm_confusion.py"
 
 
 rule mfm_figures:

@@ -1,8 +1,7 @@
 # OLTR (CVPR 2019) analysis figures: Fig. 3 (t-SNE, head vs tail class), Fig. 8a (long-tailness),
 # Fig. 8b (open-set threshold) and Fig. 8c (number of open classes). Everything is re-drawn from
-# saved features, predictions and metrics: these rules never retrain. Settings: `oltr_figures:`.
-
-include: "oltr_common.smk"
+# saved features, predictions and metrics: these rules never retrain. Which runs and datasets:
+# longtail.targets.oltr_* (settings: `oltr_figures:`).
 
 
 rule oltr_tsne:
@@ -17,20 +16,21 @@ rule oltr_tsne:
         ),
     params:
         runs=get_oltr_tsne_runs,
-        oltr_figures=OLTR_FIGURES,
-        tsne=config.get("tsne", {}),
+        oltr_figures=config_provider("oltr_figures"),
+        tsne=config_provider("tsne"),
     log:
         "results/logs/oltr_tsne/{dataset}/seed{seed}.log",
     benchmark:
         "results/benchmarks/oltr_tsne/{dataset}/seed{seed}.tsv"
     conda:
         "../envs/analysis.yaml"
+    localrule: True
     threads: 2
     resources:
         mem_mb=4000,
         runtime=30,
     script:
-        "../workflow_scripts/plot_oltr_tsne.py"
+        "../workflow_scripts/oltr_tsne.py"
 
 
 rule oltr_threshold_sweep:
@@ -41,85 +41,79 @@ rule oltr_threshold_sweep:
         figure=report(
             "results/figures/{dataset}/oltr_threshold_sweep.png",
             category="OLTR",
-            caption="report/oltr_threshold.rst",
+            caption="report/oltr_threshold_sweep.rst",
         ),
-        table="results/oltr/{dataset}/threshold_sweep.parquet",
+        table="results/figures/{dataset}/oltr_threshold_sweep.parquet",
     params:
         run_seeds=get_oltr_threshold_run_seeds,
-        thresholds=OLTR_FIGURES.get("thresholds", []),
-        threshold=get_oltr_dataset_threshold,
+        thresholds=config_provider("oltr_figures", "thresholds"),
+        threshold=get_open_threshold,
     log:
         "results/logs/oltr_threshold_sweep/{dataset}.log",
     benchmark:
         "results/benchmarks/oltr_threshold_sweep/{dataset}.tsv"
     conda:
         "../envs/analysis.yaml"
+    localrule: True
     resources:
         mem_mb=2000,
         runtime=10,
     script:
-        "../workflow_scripts/plot_oltr_threshold.py"
+        "../workflow_scripts/oltr_threshold_sweep.py"
 
 
 rule oltr_longtailness:
     input:
-        metrics=[
-            f"results/metrics/{d}/{r}/seed{s}.parquet"
-            for d, r, s in _oltr_items("longtail_datasets", "longtail_runs")
-        ],
+        metrics=get_oltr_longtail_metrics,
     output:
         figure=report(
             "results/figures/oltr/longtailness.png",
             category="OLTR",
-            caption="report/oltr_longtail.rst",
+            caption="report/oltr_longtailness.rst",
         ),
-        table="results/oltr/longtailness.parquet",
+        table="results/figures/oltr/longtailness.parquet",
     params:
-        x_of=oltr_longtail_x()[0],
-        x_label=oltr_longtail_x()[1],
-        log_x=oltr_longtail_x()[2],
+        x_of=get_oltr_longtail_x,
+        x_label=get_oltr_longtail_x_label,
+        log_x=get_oltr_longtail_log_x,
     log:
         "results/logs/oltr_longtailness/oltr_longtailness.log",
     benchmark:
         "results/benchmarks/oltr_longtailness/oltr_longtailness.tsv"
     conda:
         "../envs/analysis.yaml"
+    localrule: True
     resources:
         mem_mb=2000,
         runtime=10,
     script:
-        "../workflow_scripts/plot_oltr_longtail.py"
+        "../workflow_scripts/oltr_longtailness.py"
 
 
 rule oltr_open_classes:
     input:
-        predictions=[
-            f"results/predictions/{d}/{r}/seed{s}.parquet"
-            for d, r, s in _oltr_items("open_classes_datasets", "open_classes_runs")
-        ],
-        samples=[
-            f"results/data/{d}/samples.parquet"
-            for d in OLTR_FIGURES.get("open_classes_datasets", [])
-        ],
+        predictions=get_oltr_open_classes_predictions,
+        samples=get_oltr_open_classes_samples,
     output:
         figure=report(
             "results/figures/oltr/open_classes.png",
             category="OLTR",
             caption="report/oltr_open_classes.rst",
         ),
-        table="results/oltr/open_classes.parquet",
+        table="results/figures/oltr/open_classes.parquet",
     params:
-        run_items=_oltr_items("open_classes_datasets", "open_classes_runs"),
-        datasets=OLTR_FIGURES.get("open_classes_datasets", []),
-        thresholds={d: oltr_threshold_of(d) for d in OLTR_FIGURES.get("open_classes_datasets", [])},
+        run_items=get_oltr_open_classes_items,
+        datasets=get_oltr_open_classes_datasets,
+        thresholds=get_oltr_open_classes_thresholds,
     log:
         "results/logs/oltr_open_classes/oltr_open_classes.log",
     benchmark:
         "results/benchmarks/oltr_open_classes/oltr_open_classes.tsv"
     conda:
         "../envs/analysis.yaml"
+    localrule: True
     resources:
         mem_mb=2000,
         runtime=10,
     script:
-        "../workflow_scripts/plot_oltr_open_classes.py"
+        "../workflow_scripts/oltr_open_classes.py"

@@ -14,7 +14,7 @@ rule train:
     params:
         run=get_run_config,
         source=get_dataset_source,
-        device=config.get("device", "auto"),
+        device=config_provider("device"),
     log:
         "results/logs/train/{dataset}/{run}/seed{seed}.log",
     benchmark:
@@ -39,8 +39,8 @@ rule infer:
         features="results/features/{dataset}/{run}/seed{seed}.parquet",
     params:
         source=get_dataset_source,
-        device=config.get("device", "auto"),
-        feature_dtype=config.get("feature_dtype", "float32"),
+        device=config_provider("device"),
+        feature_dtype=config_provider("feature_dtype"),
     log:
         "results/logs/infer/{dataset}/{run}/seed{seed}.log",
     benchmark:

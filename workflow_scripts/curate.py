@@ -9,8 +9,8 @@ from longtail.sources import load_source
 def main(smk) -> None:
     log_to(smk.log[0])
     cur = dict(smk.params.dataset["curation"])
-    seed = cur.pop("seed", 0)
-    cur.setdefault("shots", smk.params.shots)
+    seed = cur.pop("seed")  # the subsampling seed is curate()'s argument, not a CurationConfig field
+    cur["shots"] = smk.params.shots
     name, opts = source_params(smk.params.dataset["source"])
     samples, counts = curate(load_source(name, opts), CurationConfig.from_dict(cur), seed=seed)
     write_parquet(samples, smk.output.samples)

@@ -21,7 +21,7 @@ def main(smk) -> None:
     parent = torch.load(smk.input.parent, map_location="cpu", weights_only=False) if smk.input.parent else None
     out_dir = Path(smk.output.model).parent
     ckpt, history = train(
-        run["method"], run.get("params", {}), pd.read_parquet(smk.input.samples), load_source(name, opts),
+        run["method"], run["params"], pd.read_parquet(smk.input.samples), load_source(name, opts),
         seed=int(smk.wildcards.seed), device=select_device(smk.params.device, smk.threads),
         checkpoint=out_dir / "checkpoint.pt", parent=parent,
         parent_features=read_features(smk.input.parent_features) if smk.input.parent_features else None,
@@ -29,7 +29,7 @@ def main(smk) -> None:
     )
     write_parquet(history, smk.output.history)
     write_text(yaml.safe_dump({"run": smk.wildcards.run, "method": run["method"], "seed": int(smk.wildcards.seed),
-                               "init_from": run.get("init_from"), "config": ckpt["config"]}, sort_keys=False),
+                               "init_from": run["init_from"], "config": ckpt["config"]}, sort_keys=False),
                smk.output.config)
     torch_save(ckpt, smk.output.model)  # last: its presence marks the run complete
     (out_dir / "checkpoint.pt").unlink(missing_ok=True)

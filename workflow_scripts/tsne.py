@@ -13,9 +13,9 @@ def main(smk) -> None:
     log_to(smk.log[0])
     table = pq.read_table(smk.input.features, filters=[("split", "in", ["test", "open"])])
     labels = table.column("label").to_numpy()
-    keep = stratified_subsample(labels, int(smk.params.tsne.get("max_points", 2000)))
+    keep = stratified_subsample(labels, int(smk.params.tsne["max_points"]))
     x = feature_matrix(table)[keep]
-    emb = tsne_embedding(x, float(smk.params.tsne.get("perplexity", 30)), n_jobs=smk.threads)
+    emb = tsne_embedding(x, float(smk.params.tsne["perplexity"]), n_jobs=smk.threads)
     w = smk.wildcards
     fig = tsne_figure(emb, labels[keep], pd.read_parquet(smk.input.counts),
                       f"t-SNE of test embeddings: {w.run} on {w.dataset} (seed {w.seed})")

@@ -1,6 +1,8 @@
 """Registries and config checks: every method has a frozen config, names stay in step with the
-torch-side registries, and malformed config.yaml files fail with a message naming the key."""
+torch-side registries, the JSON schema agrees with the dataclasses and the sources behind its
+blocks, and malformed config.yaml files fail with a message naming the key."""
 
+import ast
 import copy
 import dataclasses
 from pathlib import Path
@@ -9,9 +11,11 @@ import pytest
 import yaml
 from snakemake.utils import update_config
 
-from longtail import losses, methods, models, samplers
+from longtail import losses, methods, models, samplers, sources
 from longtail import methods as configs
-from longtail.config_check import ConfigError, check_config
+from longtail.config_check import SCHEMA, ConfigError, check_config, validate_config
+from longtail.curation import CurationConfig, ShotConfig
+from longtail.glyphs import GlyphSettings
 from longtail.methods import config as base
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -85,7 +89,7 @@ def test_shipped_configs_pass(path):
         layered = default_config()
         update_config(layered, cfg)
         cfg = layered
-    check_config(cfg)
+    validate_config(cfg)
 
 
 def _set(cfg: dict, dotted: str, value) -> dict:
@@ -108,7 +112,7 @@ def _set(cfg: dict, dotted: str, value) -> dict:
 ])
 def test_malformed_config_names_the_key(dotted, value, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
-        check_config(_set(default_config(), dotted, value))
+        validate_config(_set(default_config(), dotted, value))
 
 
 def test_init_from_cycle_is_rejected():
@@ -116,4 +120,141 @@ def test_init_from_cycle_is_rejected():
     cfg["runs"] = {"a": {"method": "plain", "init_from": "b"}, "b": {"method": "plain", "init_from": "a"}}
     cfg["tsne"] = {"runs": []}
     with pytest.raises(ConfigError, match="cycle"):
-        check_config(cfg)
+        validate_config(cfg)
+
+
+def test_check_config_reads_the_validated_config():
+    """Defaults come from the schema only: check_config needs validate's filled-in config."""
+    cfg = validate_config(default_config())
+    check_config(cfg)
+    raw = default_config()
+    del raw["shots"]
+    with pytest.raises(KeyError):
+        check_config(raw)
+
+
+# ------------------------------------------------------------------------------ schema vs code
+
+SCHEMA_DOC = yaml.safe_load(SCHEMA.read_text())
+
+
+def schema_block(*path: str) -> dict:
+    """A block of the schema by its config path ('*' = any dataset), or a $defs entry."""
+    if path[0] == "$defs":
+        return SCHEMA_DOC["$defs"][path[1]]
+    node = SCHEMA_DOC
+    for key in path:
+        node = node["additionalProperties"] if key == "*" else node["properties"][key]
+    return node
+
+
+def _frozen(value):
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _field_default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return dataclasses.MISSING
+
+
+# (schema block, dataclass, keys only the schema has, fields only the dataclass has, whether the
+# schema writes the defaults: then they must equal the dataclass's; else the dataclass owns them)
+SCHEMA_DATACLASSES = {
+    "curation": (("datasets", "*", "curation"), CurationConfig, {"seed"}, {"shots"}, True),  # seed: curate()'s
+    "shots": (("shots",), ShotConfig, set(), set(), True),
+    "glyphs_source": (("$defs", "glyphs_source"), GlyphSettings, {"name"}, set(), False),
+}
+
+
+@pytest.mark.parametrize("block", sorted(SCHEMA_DATACLASSES))
+def test_schema_and_dataclass_agree(block):
+    path, cls, schema_only, class_only, with_defaults = SCHEMA_DATACLASSES[block]
+    props = schema_block(*path)["properties"]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert set(props) - schema_only == set(fields) - class_only, \
+        f"{block}: schema-only {sorted(set(props) - schema_only - set(fields))}, " \
+        f"{cls.__name__}-only {sorted(set(fields) - class_only - set(props))}"
+    for name in set(props) & set(fields):
+        if with_defaults:
+            assert "default" in props[name], f"{block}.{name}: no default in the schema"
+            ours, theirs = props[name]["default"], _field_default(fields[name])
+            assert _frozen(ours) == _frozen(theirs), \
+                f"{block}.{name}: schema default {ours!r}, {cls.__name__} {theirs!r}"
+        else:
+            assert "default" not in props[name], f"{block}.{name}: {cls.__name__} holds the default"
+    if with_defaults:  # the block's own default, as validate fills it in, equals the dataclass's
+        filled = schema_block(*path).get("default", {})
+        for name, value in filled.items():
+            assert _frozen(value) == _frozen(_field_default(fields[name])), f"{block}: default.{name}"
+
+
+def _source_schema(name: str) -> dict:
+    for rule in schema_block("datasets", "*", "source")["allOf"]:
+        if rule["if"]["properties"]["name"]["const"] == name:
+            return SCHEMA_DOC["$defs"][rule["then"]["$ref"].split("/")[-1]]
+    raise AssertionError(f"the schema has no options block for source '{name}'")
+
+
+def test_schema_names_every_registered_source():
+    assert set(schema_block("datasets", "*", "source")["properties"]["name"]["enum"]) == \
+        set(sources.available_sources())
+    for name in sources.available_sources():
+        _source_schema(name)
+
+
+def _options_read(module: Path) -> dict[str, set[str]]:
+    """{registered source: keys its factory reads from ``params`` (``params.get("k")`` /
+    ``params["k"]``), through the module's helpers it calls}."""
+    tree = ast.parse(module.read_text())
+    funcs = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+
+    def direct(fn: ast.FunctionDef) -> tuple[set[str], set[str]]:
+        keys, calls = set(), set()
+        for node in ast.walk(fn):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get" \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "params" and node.args \
+                    and isinstance(node.args[0], ast.Constant):
+                keys.add(node.args[0].value)
+            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id == "params" \
+                    and isinstance(node.slice, ast.Constant):
+                keys.add(node.slice.value)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in funcs:
+                calls.add(node.func.id)
+        return keys, calls
+
+    out = {}
+    for fn in funcs.values():
+        for deco in fn.decorator_list:
+            if isinstance(deco, ast.Call) and getattr(deco.func, "id", "") == "register_source":
+                keys, todo, seen = set(), [fn.name], set()
+                while todo:
+                    name = todo.pop()
+                    if name in seen:
+                        continue
+                    seen.add(name)
+                    k, calls = direct(funcs[name])
+                    keys |= k
+                    todo += calls
+                out[deco.args[0].value] = keys
+    return out
+
+
+def test_source_options_in_the_schema_are_those_the_sources_read():
+    """A key the schema lacks would be refused though the source reads it; a key only the schema
+    has would pass parse time and be ignored."""
+    read = _options_read(Path(sources.__file__))
+    owned_by_dataclass = {"glyphs"}  # options = GlyphSettings fields (test_schema_and_dataclass_agree)
+    for name in sources.available_sources():
+        if name in owned_by_dataclass:
+            continue
+        assert set(_source_schema(name)["properties"]) - {"name"} == read[name], name
+
+
+def test_misspelt_source_option_is_named():
+    cfg = default_config()
+    cfg["datasets"]["fmnist_lt"]["source"]["rooot"] = "/data"
+    with pytest.raises(ConfigError, match=r"datasets\.fmnist_lt\.source: .*'rooot'"):
+        validate_config(cfg)

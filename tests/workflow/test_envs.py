@@ -25,18 +25,19 @@ CONDA_NAME = {
     "torch": "pytorch", "torchvision": "torchvision", "numpy": "numpy", "pandas": "pandas",
     "pyarrow": "pyarrow", "scipy": "scipy", "sklearn": "scikit-learn", "matplotlib": "matplotlib-base",
     "openTSNE": "opentsne", "yaml": "pyyaml", "tqdm": "tqdm", "PIL": "pillow", "jinja2": "jinja2",
-    "tabulate": "tabulate",
+    "tabulate": "tabulate", "fontTools": "fonttools",
 }
 # conda-forge package name -> the pip distribution pinned in requirements.txt.
 PIP_NAME = {"pytorch": "torch", "matplotlib-base": "matplotlib", "opentsne": "openTSNE"}
 # Packages that a library uses without importing them (pandas.DataFrame.to_markdown needs tabulate).
-RUNTIME_EXTRAS = {"make_table.py": {"tabulate"}}
+RUNTIME_EXTRAS = {"table.py": {"tabulate"}}
 # Imports inside functions that a rule's env may lack because that rule never calls the function,
 # each with the reason. Module-level imports are never excused.
 LAZY_NOT_NEEDED = {
     ("analysis", "torch"): "longtail.io.torch_save and the method registry: only torch rules save checkpoints or build methods",
     ("analysis", "torchvision"): "longtail.sources downloads/CIFAR readers: only curate/train/infer read sources",
     ("analysis", "PIL"): "longtail.sources image-list reader: only curate/train/infer read images",
+    ("analysis", "fontTools"): "longtail.sources glyphs renderer: only curate/train/infer read sources",
     ("analysis", "tqdm"): "the method registry (trainer progress bars): only torch rules train",
     ("torch", "openTSNE"): "longtail.plots t-SNE: only the tsne rule (analysis env) runs it",
 }
@@ -105,12 +106,17 @@ def imports_of(script: Path) -> tuple[set[str], set[str]]:
         tree = ast.parse(path.read_text())
         pkg = _package_of(path) if path.is_relative_to(LIB) else ""
         top_level = {id(n) for n in tree.body}
+        never = set()  # `if TYPE_CHECKING:` blocks: for type checkers only, never run
         for stmt in tree.body:  # `if` / `try` at module level run at import time too
-            if isinstance(stmt, (ast.If, ast.Try)):
+            if isinstance(stmt, ast.If) and "TYPE_CHECKING" in ast.unparse(stmt.test):
+                never |= {id(n) for n in ast.walk(stmt)}
+            elif isinstance(stmt, (ast.If, ast.Try)):
                 top_level |= {id(n) for n in ast.walk(stmt)}
         if "pkgutil" in path.read_text() and path.name == "__init__.py":
             todo += [(p, False, True) for p in path.parent.rglob("*.py")]
         for node in ast.walk(tree):
+            if id(node) in never:
+                continue
             names: list[str] = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
@@ -215,3 +221,44 @@ def test_env_channels(env: str) -> None:
 def test_every_env_is_used() -> None:
     used = {(ROOT / "rules" / directive(b, "conda")).resolve().stem for b in RULES.values()}
     assert used == set(ENVS), f"unused env files: {set(ENVS) - used}"
+
+
+# ------------------------------------------------------------------------------ layout of the rules
+
+
+def test_script_and_caption_are_named_after_their_rule() -> None:
+    """workflow_scripts/<rule>.py and rules/report/<rule>.rst: one name to search for."""
+    for rule, body in RULES.items():
+        assert Path(directive(body, "script")).stem == rule, f"rule {rule}: script {directive(body, 'script')}"
+        for caption in re.findall(r'caption="([^"]+)"', body):
+            assert Path(caption).stem == rule, f"rule {rule}: caption {caption}"
+    assert {p.stem for p in SCRIPTS.glob("*.py")} == set(RULES), "an entry script without a rule"
+    assert {p.stem for p in (ROOT / "rules" / "report").glob("*.rst")} <= set(RULES), "a caption without a rule"
+
+
+def test_every_job_rule_has_log_benchmark_conda_resources() -> None:
+    for rule, body in RULES.items():
+        for key in ("log", "benchmark", "conda", "resources"):
+            assert re.search(rf"^    {key}:", body, flags=re.M), f"rule {rule} has no {key}:"
+
+
+def test_stage_and_family_files_hold_rules_only() -> None:
+    """Helpers (input functions, checks, globals) live in rules/common.smk over longtail.targets."""
+    for f in sorted((ROOT / "rules").glob("*.smk")):
+        if f.name == "common.smk":
+            continue
+        text = f.read_text()
+        assert not re.search(r"^(def |class |import |from |[A-Za-z_]\w* *=|for |if )", text, flags=re.M), \
+            f"{f.name} holds more than rules"
+        assert "lambda" not in text, f"{f.name}: a lambda in a rule; name an input function in common.smk"
+
+
+def test_make_clean_removes_every_output_folder() -> None:
+    text = "\n".join(f.read_text() for f in [ROOT / "Snakefile", *(ROOT / "rules").glob("*.smk")])
+    written = set(re.findall(r'"(results/[A-Za-z_]+)/', text))
+    assert {"results/train", "results/figures", "results/logs", "results/benchmarks"} <= written
+    recipe = re.search(r"^clean:\n((?:\t.*\n?)+)", (ROOT / "Makefile").read_text(), flags=re.M)
+    assert recipe, "Makefile has no clean target"
+    removed = set(re.findall(r"results/[A-Za-z_.]+", recipe.group(1)))
+    assert written <= removed, f"make clean misses {sorted(written - removed)}"
+    assert "results/report.html" in removed

@@ -40,7 +40,7 @@ def test_smoke_mfm_tables_figures_and_transfer(mfm_smoke):
     assert len(pd.read_csv(mfm_smoke / "results/tables/fmnist_smoke_b.csv")) == 1
     for fig in ("mfm_gamma_beta_mfm_seed0.png", "mfm_confusion_mfm_seed0.png"):
         assert (mfm_smoke / "results/figures/fmnist_smoke" / fig).read_bytes()[:8] == PNG_MAGIC
-    mod = pd.read_parquet(mfm_smoke / "results/mfm/fmnist_smoke/mfm/seed0.modulation.parquet")
+    mod = pd.read_parquet(mfm_smoke / "results/figures/fmnist_smoke/mfm_modulation_mfm_seed0.parquet")
     gamma = np.stack(mod["gamma"].to_numpy())
     assert gamma.shape[1] == 128 and np.allclose(gamma.mean(1), 1.0, atol=1e-4)  # C * softmax: mean 1
     # transfer: the target run carries the source's modulator unchanged (frozen during training)

@@ -18,7 +18,10 @@ SMOKE_OLTR = ROOT / "tests" / "configs" / "smoke_oltr.yaml"
 DS = "fmnist_smoke"
 TARGETS = (f"results/tables/{DS}.md", f"results/figures/{DS}/oltr_tsne_seed0.png",
            f"results/figures/{DS}/oltr_threshold_sweep.png", "results/figures/oltr/longtailness.png",
-           "results/figures/oltr/open_classes.png")
+           "results/figures/oltr/open_classes.png",
+           # the tables the figures are drawn from, beside them
+           f"results/figures/{DS}/oltr_threshold_sweep.parquet", "results/figures/oltr/longtailness.parquet",
+           "results/figures/oltr/open_classes.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +39,7 @@ def test_smoke_oltr_outputs_and_figures(oltr_smoke):
         assert ((pred["confidence"] > 0) & (pred["confidence"] <= 1)).all()
     table = (oltr_smoke / f"results/tables/{DS}.md").read_text()
     assert "| oltr " in table and "| oltr_reach " in table
-    sweep = pd.read_parquet(oltr_smoke / f"results/oltr/{DS}/threshold_sweep.parquet")
+    sweep = pd.read_parquet(oltr_smoke / f"results/figures/{DS}/oltr_threshold_sweep.parquet")
     assert set(sweep["run"]) == {"plain", "oltr_reach", "oltr"} and len(sweep) == 3 * 5
     ckpt = torch.load(oltr_smoke / f"results/train/{DS}/oltr/seed0/model.pt", weights_only=False)
     assert ckpt["method"] == "oltr" and "meta.centroids" in ckpt["model"]

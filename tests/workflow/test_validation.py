@@ -1,7 +1,7 @@
 """Malformed configs fail at parse time, before any job runs, with one line naming the key.
 
 Every case goes through the same two checks the Snakefile runs (the JSON schema through
-``snakemake.utils.validate``, then ``longtail.config_check``) in-process; four representative
+``snakemake.utils.validate``, then ``longtail.config_check``) in-process; a few representative
 ones also go through a real ``snakemake -n`` to prove the workflow stops before any job.
 """
 
@@ -56,6 +56,7 @@ def _many(*fns: Callable[[dict], None]) -> Callable[[dict], None]:
 
 
 CUR = f"datasets.{DS}.curation"
+SRC = f"datasets.{DS}.source"
 # id: (mutation, text that must appear in the one-line error: the key, and for lists the value)
 CASES: dict[str, tuple[Callable[[dict], None], list[str]]] = {
     "unknown_method": (_set("runs.plain.method", "magic_net"), ["runs.plain", "method", "magic_net"]),
@@ -91,6 +92,22 @@ CASES: dict[str, tuple[Callable[[dict], None], list[str]]] = {
     "paper_results_unknown_run": (_set(f"paper_results.{DS}", {"nope": {"closed/overall/top1": 50}}),
                                   [f"paper_results.{DS}.nope"]),
     "missing_runs": (_del("runs"), ["runs"]),
+    # source options are typed per source: a misspelt or foreign key is refused, by name
+    "misspelt_source_option": (_set(f"{SRC}.rooot", "/data"), [SRC, "rooot"]),
+    "option_of_another_source": (_set(f"{SRC}.train_dir", "train"), [SRC, "train_dir"]),
+    "unknown_source": (_set(f"{SRC}.name", "mnist"), [f"{SRC}.name", "mnist"]),
+    "image_folder_without_root": (_set(SRC, {"name": "image_folder", "train_dir": "train"}), [SRC, "root"]),
+    "image_list_without_test_list": (_set(SRC, {"name": "image_list", "root": "/data", "lists": {"train": "t.txt"}}),
+                                     [f"{SRC}.lists", "test"]),
+    "image_size_not_integer": (_set(SRC, {"name": "image_folder", "root": "/data", "image_size": "big"}),
+                               [f"{SRC}.image_size", "big"]),
+    # figure settings and the modulator edge (longtail.targets)
+    "kt_figures_run_not_kt": (_set("kt_figures.runs", ["plain"]), ["kt_figures.runs", "plain"]),
+    "oltr_tsne_run_unknown": (_set("oltr_figures.tsne_runs", ["plain", "ghost"]), ["oltr_figures.tsne_runs", "ghost"]),
+    "mfm_figures_run_unknown": (_set("mfm_figures.runs", ["ghost"]), ["mfm_figures.runs", "ghost"]),
+    "modulator_from_unknown_dataset": (
+        _set("runs.mfm", {"method": "mfm", "params": {"modulator_from": {"dataset": "nowhere", "run": "plain"}}}),
+        ["runs.mfm.params.modulator_from.dataset", "nowhere"]),
 }
 
 
@@ -131,12 +148,13 @@ def test_malformed_config_fails_with_one_line_naming_the_key(case: str) -> None:
 
 
 # Through the real workflow: parse-time failure, no job, no results/ directory.
-DRY_RUN_CASES = ["unknown_method", "negative_imbalance", "missing_dataset_source", "meta_k_above_smallest_class"]
+DRY_RUN_CASES = ["unknown_method", "negative_imbalance", "missing_dataset_source", "meta_k_above_smallest_class",
+                 "misspelt_source_option"]
 
 
 @pytest.fixture(scope="module")
 def dry_runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[int, str, Path]]:
-    """Run the four `snakemake -n` in parallel (each ~2-5 s of parse time)."""
+    """Run the `snakemake -n` in parallel (each ~2-5 s of parse time)."""
     smk = str(Path(sys.executable).with_name("snakemake"))
     procs = {}
     for case in DRY_RUN_CASES:

@@ -1,17 +1,23 @@
 """Checks of config.yaml beyond its JSON schema, run at parse time (no torch, no data reads).
 
-Each problem raises :class:`ConfigError` with one line that names the offending key.
+They read the config as Snakemake's ``validate`` leaves it (the schema's defaults filled in);
+:func:`validate_config` does both steps for code outside Snakemake. Each problem raises
+:class:`ConfigError` with one line that names the offending key.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from pathlib import Path
+from typing import Mapping, MutableMapping
 
 import numpy as np
 
-from .methods import make_config
 from .curation import class_sizes
+from .methods import make_config
 from .sources import FASHION_MNIST_CLASSES
+from .targets import check_targets
+
+SCHEMA = Path(__file__).resolve().parents[2] / "rules" / "schemas" / "config.schema.yaml"
 
 # Class names known without reading data, to check open/known class lists early.
 STATIC_CLASS_NAMES = {"fashion_mnist": FASHION_MNIST_CLASSES}
@@ -37,15 +43,29 @@ def schema_error_line(exc: BaseException) -> str:
     return f"{path}: {err.message}"  # type: ignore[attr-defined]
 
 
+def validate_config(config: MutableMapping) -> MutableMapping:
+    """What rules/common.smk does at parse time: the JSON schema (filling its defaults into
+    ``config``), then :func:`check_config`. Returns ``config``; raises ConfigError."""
+    from snakemake.exceptions import WorkflowError
+    from snakemake.utils import validate
+
+    try:
+        validate(config, str(SCHEMA))
+    except WorkflowError as exc:
+        raise ConfigError(schema_error_line(exc)) from None
+    check_config(config)
+    return config
+
+
 def check_config(config: Mapping) -> None:
-    """Raise ConfigError on the first problem found."""
+    """Raise ConfigError on the first problem found in a schema-validated config."""
     runs = config["runs"]
     for name, run in runs.items():
         try:
-            make_config(run["method"], run.get("params"))
+            make_config(run["method"], run["params"])
         except ValueError as exc:
             raise ConfigError(f"runs.{name}: {exc}") from None
-        parent = run.get("init_from")
+        parent = run["init_from"]
         if parent is not None and parent not in runs:
             raise ConfigError(f"runs.{name}.init_from: no run named '{parent}'; define it under runs")
         seen = {name}
@@ -53,39 +73,42 @@ def check_config(config: Mapping) -> None:
             if parent in seen:
                 raise ConfigError(f"runs.{name}.init_from: cycle through '{parent}'")
             seen.add(parent)
-            parent = runs[parent].get("init_from")
-    shots = config.get("shots", {})
-    if shots.get("few", 20) > shots.get("many", 100):
-        raise ConfigError(f"shots: few ({shots.get('few')}) must not exceed many ({shots.get('many')})")
-    if len(set(config.get("seeds", [0]))) != len(config.get("seeds", [0])):
+            parent = runs[parent]["init_from"]
+    shots = config["shots"]
+    if shots["few"] > shots["many"]:
+        raise ConfigError(f"shots: few ({shots['few']}) must not exceed many ({shots['many']})")
+    if len(set(config["seeds"])) != len(config["seeds"]):
         raise ConfigError("seeds: values repeat; list each seed once")
     for dname, ds in config["datasets"].items():
         _check_dataset(dname, ds, runs)
-    for key in ("runs",):
-        for r in config.get("tsne", {}).get(key, []):
-            if r not in runs:
-                raise ConfigError(f"tsne.runs: no run named '{r}'")
-    for dname, per_run in config.get("paper_results", {}).items():
+    for r in config["tsne"]["runs"]:
+        if r not in runs:
+            raise ConfigError(f"tsne.runs: no run named '{r}'")
+    for dname, per_run in config["paper_results"].items():
         if dname not in config["datasets"]:
             raise ConfigError(f"paper_results.{dname}: no dataset of that name")
         for r in per_run:
             if r not in runs:
                 raise ConfigError(f"paper_results.{dname}.{r}: no run of that name")
+    try:
+        check_targets(config)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
     key = f"datasets.{dname}"
-    for r in ds.get("runs", []):
+    for r in ds["runs"]:
         if r not in runs:
             raise ConfigError(f"{key}.runs: no run named '{r}'")
-        parent = runs[r].get("init_from")
-        if parent and ds.get("runs") and parent not in ds["runs"]:
+        parent = runs[r]["init_from"]
+        if parent and parent not in ds["runs"]:
             raise ConfigError(f"{key}.runs: '{r}' starts from '{parent}', which must be listed too")
-    cur = ds.get("curation", {})
+    cur = ds["curation"]
     src = ds["source"]["name"]
     names = STATIC_CLASS_NAMES.get(src)
-    open_cls = [str(c) for c in cur.get("open_classes", [])]
-    known_cls = [str(c) for c in cur.get("known_classes", [])]
+    open_cls = [str(c) for c in cur["open_classes"]]
+    known_cls = [str(c) for c in cur["known_classes"]]
     if names is not None:
         for c in open_cls + known_cls:
             if c not in names and not (c.isdigit() and int(c) < len(names)):
@@ -95,27 +118,26 @@ def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
         raise ConfigError(f"{key}.curation.open_classes: {both} also listed in known_classes; a class is open or known")
     if len(set(open_cls)) != len(open_cls):
         raise ConfigError(f"{key}.curation.open_classes: a class is listed twice")
-    profile = cur.get("profile", "exponential")
-    n_max, imb = cur.get("n_max", 1000), cur.get("imbalance_factor", 100)
+    profile = cur["profile"]
+    n_max, imb = cur["n_max"], cur["imbalance_factor"]
     if profile in ("exponential", "step") and n_max / imb < 1:
         raise ConfigError(f"{key}.curation.imbalance_factor: {imb} leaves the smallest class under 1 image "
                           f"(n_max {n_max}); lower it or raise n_max")
-    n_test, test_imb = cur.get("test_per_class"), cur.get("test_imbalance_factor", 10)
+    n_test, test_imb = cur["test_per_class"], cur["test_imbalance_factor"]
     if test_imb is None and profile in ("exponential", "step"):
         test_imb = imb  # null = the training imbalance (other profiles: known only after curation)
-    if cur.get("imbalanced_tests") and n_test is not None and test_imb is not None and n_test / test_imb < 1:
+    if cur["imbalanced_tests"] and n_test is not None and test_imb is not None and n_test / test_imb < 1:
         raise ConfigError(f"{key}.curation.test_imbalance_factor: {test_imb} leaves the smallest class of the "
                           f"imbalanced tests under 1 image (test_per_class {n_test}); lower it")
-    if profile == "pareto" and cur.get("n_min", 2) > n_max:
+    if profile == "pareto" and cur["n_min"] > n_max:
         raise ConfigError(f"{key}.curation.n_min: larger than n_max")
     if names is not None and profile not in ("none", "lists"):
         n_known = len(known_cls) or len(names) - len(open_cls)
         if n_known < 2:
             raise ConfigError(f"{key}.curation.open_classes: leaves {n_known} known class; need at least 2")
-        sizes = class_sizes(profile, n_known, n_max, imb, n_min=cur.get("n_min", 2),
-                            pareto_alpha=cur.get("pareto_alpha", 6.0), step_fraction=cur.get("step_fraction", 0.5),
-                            rng=np.random.default_rng(cur.get("seed", 0)))
-        k = cur.get("meta_per_class", 0)
-        if cur.get("meta_mode", "disjoint") == "development" and k > sizes.min():
+        sizes = class_sizes(profile, n_known, n_max, imb, n_min=cur["n_min"], pareto_alpha=cur["pareto_alpha"],
+                            step_fraction=cur["step_fraction"], rng=np.random.default_rng(cur["seed"]))
+        k = cur["meta_per_class"]
+        if cur["meta_mode"] == "development" and k > sizes.min():
             raise ConfigError(f"{key}.curation.meta_per_class: {k} is larger than the smallest class "
                               f"({int(sizes.min())} images); lower it")

@@ -10,7 +10,7 @@ from longtail.runtime import log_to
 def main(smk) -> None:
     log_to(smk.log[0])
     counts = pd.read_parquet(smk.input.counts)
-    many, few = int(smk.params.shots.get("many", 100)), int(smk.params.shots.get("few", 20))
+    many, few = int(smk.params.shots["many"]), int(smk.params.shots["few"])
     fig = class_distribution(counts, many, few, f"{smk.wildcards.dataset}: training images per class")
     save_figure(fig, smk.output[0], dpi=120)
 

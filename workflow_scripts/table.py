@@ -16,7 +16,7 @@ def main(smk) -> None:
     notes = [
         smk.params.description or d,
         f"Top-1 accuracy (%) on the balanced test split, mean ± std over seeds. Shot groups by training "
-        f"images: many > {shots.get('many', 100)}, few < {shots.get('few', 20)}, medium otherwise. Open set: "
+        f"images: many > {shots['many']}, few < {shots['few']}, medium otherwise. Open set: "
         f"max softmax < {smk.params.threshold} rejects; F-measure as in OLTR's evaluation.",
         *table_notes(wide),
     ]

@@ -13,11 +13,11 @@ def main(smk) -> None:
     ckpt = torch.load(smk.input.model, map_location="cpu", weights_only=False)
     cfg = ckpt["config"]
     st = kt_state(ckpt["model"])
-    alpha = attention_k0(st, float(cfg.get("tau", 10.0)), cfg.get("attention", "p->w"))
+    alpha = attention_k0(st, float(cfg["tau"]), cfg["attention"])
     counts = pd.read_parquet(smk.input.counts).query("label >= 0").sort_values("label")
     w = smk.wildcards
-    fig = attention_heatmap(alpha, counts["class_name"].tolist(), int(smk.params.kt_figures.get("top", 10)),
-                            f"KT attention alpha_ij, k = 0, tau = {cfg.get('tau', 10.0)}: {w.run} on {w.dataset}")
+    fig = attention_heatmap(alpha, counts["class_name"].tolist(), int(smk.params.kt_figures["top"]),
+                            f"KT attention alpha_ij, k = 0, tau = {cfg['tau']}: {w.run} on {w.dataset}")
     save_figure(fig, smk.output[0], dpi=120)
 
 

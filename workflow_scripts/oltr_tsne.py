@@ -15,7 +15,7 @@ def main(smk) -> None:
     log_to(smk.log[0])
     counts = pd.read_parquet(smk.input.counts)
     cfg = smk.params.oltr_figures
-    head, tail = head_tail_classes(counts, cfg.get("head_class"), cfg.get("tail_class"))
+    head, tail = head_tail_classes(counts, cfg["head_class"], cfg["tail_class"])
     tsne = smk.params.tsne
     panels, ratios = {}, {}
     for run, path in zip(smk.params.runs, smk.input.features):
@@ -23,10 +23,10 @@ def main(smk) -> None:
         labels = table.column("label").to_numpy()
         x = feature_matrix(table)
         ratios[run] = {c: compactness(x, labels, c) for c in (head, tail)}
-        keep = stratified_subsample(labels, int(tsne.get("max_points", 2000)))
+        keep = stratified_subsample(labels, int(tsne["max_points"]))
         # the tail class is rare in the training set, not in the balanced test set: keep all of it
         keep = np.union1d(keep, np.flatnonzero((labels == head) | (labels == tail)))
-        emb = tsne_embedding(x[keep], float(tsne.get("perplexity", 30)), n_jobs=smk.threads)
+        emb = tsne_embedding(x[keep], float(tsne["perplexity"]), n_jobs=smk.threads)
         panels[run] = (emb, labels[keep])
     w = smk.wildcards
     fig = tsne_head_tail_figure(panels, head, tail, counts,
