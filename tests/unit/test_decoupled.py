@@ -1,5 +1,6 @@
 """Classifier-stage methods on a frozen backbone (cRT, LWS, tau-norm, NCM) and OpenMax as a method:
-the core math on hand-made tensors, the frozen-backbone contract, and one end-to-end smoke run."""
+the core math on hand-made tensors, the frozen-backbone contract, and cRT/LWS through the shared
+trainer on cached features (the same head as a hand-written loop; resume after a kill)."""
 
 import math
 from pathlib import Path
@@ -12,8 +13,10 @@ from longtail.methods.decoupled import openmax as om
 from longtail.data import DatasetInfo, SplitData
 from longtail.device import select_device
 from longtail.methods import create_method
-from longtail.methods.decoupled.method import (CosineMeansHead, ScaledHead, class_means, mean_class_accuracy,
-                                        select_tau, tau_normalize)
+from longtail.methods.decoupled.method import (CosineMeansHead, ScaledHead, mean_class_accuracy, select_tau,
+                                               tau_normalize)
+from longtail.methods.frozen import class_means
+from longtail.samplers import create_sampler
 from longtail.trainer import TrainRun
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,26 +47,34 @@ def make_features(seed: int = 0, n_per_class=(30, 12, 4), n_val: int = 5) -> dic
     return {"train": split(n_per_class), "val": split((n_val,) * 3), "test": split((n_val,) * 3)}
 
 
-def make_run(features: dict, seed: int = 0) -> TrainRun:
+def make_run(features: dict, checkpoint: Path, seed: int = 0) -> TrainRun:
+    """A run without images: the trainer reads the parent's cached features only."""
     empty = SplitData(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64),
                       np.array([]), "train")
-    return TrainRun(empty, empty, INFO, select_device("cpu"), seed, Path("/nonexistent/checkpoint.pt"), "fp",
-                    progress=False, parent_features=features)
+    return TrainRun(empty, empty, INFO, select_device("cpu"), seed, checkpoint, "fp", progress=False,
+                    parent_features=features)
 
 
-def train_stage(name: str, params: dict | None = None, parent: dict | None = None, features: dict | None = None):
-    """What pipeline.train does for a classifier-stage run, without image I/O."""
-    parent = parent or make_parent()[0]
-    method = create_method(name, {"epochs": 2} if name in ("crt", "lws") and params is None else params)
-    model = method.build_model(INFO)
-    method.init_model(model, parent)
-    history = method.fit(model, make_run(features or make_features()))
-    return method, model.eval(), history
+@pytest.fixture
+def train_stage(tmp_path):
+    """What pipeline.train does for a classifier-stage run, without image I/O; each call gets its
+    own checkpoint."""
+    calls = iter(range(1000))
+
+    def run(name: str, params: dict | None = None, parent: dict | None = None, features: dict | None = None):
+        parent = parent or make_parent()[0]
+        method = create_method(name, {"epochs": 2} if name in ("crt", "lws") and params is None else params)
+        model = method.build_model(INFO)
+        method.init_model(model, parent)
+        history = method.fit(model, make_run(features or make_features(), tmp_path / f"ckpt{next(calls)}.pt"))
+        return method, model.eval(), history
+
+    return run
 
 
 # --- frozen backbone, architecture from the parent, model.pt round trip ---------------------------
 @pytest.mark.parametrize("name", STAGE_METHODS)
-def test_backbone_is_the_parents_exactly_and_the_model_reloads(name):
+def test_backbone_is_the_parents_exactly_and_the_model_reloads(name, train_stage):
     parent, _ = make_parent()
     method, model, _ = train_stage(name, parent=parent)
     assert method.cfg.backbone == "lenet" and method.cfg.head == "linear"  # resolved from the parent
@@ -78,7 +89,7 @@ def test_backbone_is_the_parents_exactly_and_the_model_reloads(name):
     torch.testing.assert_close(rebuilt.eval()(x), model(x))
 
 
-def test_architecture_mismatches_are_refused():
+def test_architecture_mismatches_are_refused(train_stage):
     parent, _ = make_parent()
     with pytest.raises(ValueError, match="differs from the parent's"):
         train_stage("ncm", {"backbone": "resnet20"}, parent=parent)
@@ -87,7 +98,7 @@ def test_architecture_mismatches_are_refused():
 
 
 # --- cRT ---------------------------------------------------------------------------------------
-def test_crt_reinitialises_and_trains_only_the_head():
+def test_crt_reinitialises_and_trains_only_the_head(train_stage):
     parent, parent_model = make_parent()
     method, model, history = train_stage("crt", {"epochs": 3, "lr": 0.1}, parent=parent)
     assert not torch.equal(model.head.weight, parent_model.head.weight)
@@ -105,6 +116,91 @@ def test_crt_uses_class_balanced_sampling_with_four_per_class():
     assert method.cfg.epochs == 10
 
 
+CRT_PARAMS = {"epochs": 3, "batch_size": 8, "lr": 0.1}  # 46 features: 6 batches, the last of 6
+
+
+def fresh_crt(parent: dict, init_seed: int = 0):
+    torch.manual_seed(init_seed)  # the fresh head's initial weights
+    method = create_method("crt", CRT_PARAMS)
+    model = method.build_model(INFO)
+    method.init_model(model, parent)
+    return method, model
+
+
+def test_crt_through_the_trainer_equals_a_hand_written_loop(tmp_path):
+    """The shared trainer on cached features applies cRT's class-balanced sampler, CE, SGD with
+    momentum and weight decay and the per-batch cosine lr exactly as this loop does."""
+    parent, _ = make_parent()
+    feats = make_features()
+    method, model = fresh_crt(parent)
+    head = torch.nn.Linear(D, 3)
+    head.load_state_dict(model.head.state_dict())  # the same fresh head
+    method.fit(model, make_run(feats, tmp_path / "ckpt.pt"))
+
+    cfg = method.cfg
+    x, y = torch.from_numpy(feats["train"][0]), torch.from_numpy(feats["train"][1])
+    sampler = create_sampler("class_balanced", y.numpy(), cfg.epochs, per_class=4)
+    opt = torch.optim.SGD(head.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=5e-4)
+    for epoch in range(cfg.epochs):
+        order = sampler.indices(epoch, np.random.default_rng([0, epoch]))
+        n_batches = -(-len(order) // cfg.batch_size)
+        for b in range(n_batches):
+            idx = torch.as_tensor(order[b * cfg.batch_size:(b + 1) * cfg.batch_size])
+            for g in opt.param_groups:  # cosine schedule at fractional epoch t = epoch + b / n_batches
+                g["lr"] = 0.5 * cfg.lr * (1 + math.cos(math.pi * (epoch + b / n_batches) / cfg.epochs))
+            loss = torch.nn.functional.cross_entropy(head(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    torch.testing.assert_close(model.head.weight, head.weight, rtol=0, atol=0)
+    torch.testing.assert_close(model.head.bias, head.bias, rtol=0, atol=0)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_crt_resumes_after_a_kill_and_ends_where_an_uninterrupted_run_ends(tmp_path, monkeypatch):
+    parent, _ = make_parent()
+    feats = make_features()
+    method, whole = fresh_crt(parent)
+    full_history = method.fit(whole, make_run(feats, tmp_path / "whole.pt"))
+
+    ckpt = tmp_path / "killed.pt"
+    method, model = fresh_crt(parent)
+    make = method.create_sampler
+
+    def dies_in_epoch_2(labels):
+        sampler = make(labels)
+        draw = sampler.indices
+        sampler.indices = lambda epoch, rng: (_ for _ in ()).throw(Killed()) if epoch == 1 else draw(epoch, rng)
+        return sampler
+
+    monkeypatch.setattr(method, "create_sampler", dies_in_epoch_2)
+    with pytest.raises(Killed):
+        method.fit(model, make_run(feats, ckpt))
+    assert ckpt.exists()  # epoch 1 was checkpointed
+
+    # the rerun starts from another fresh head: only the checkpoint can make it end equal
+    method, model = fresh_crt(parent, init_seed=1)
+    epochs_drawn = []
+    make = method.create_sampler
+
+    def recording(labels):
+        sampler = make(labels)
+        draw = sampler.indices
+        sampler.indices = lambda epoch, rng: epochs_drawn.append(epoch) or draw(epoch, rng)
+        return sampler
+
+    monkeypatch.setattr(method, "create_sampler", recording)
+    history = method.fit(model, make_run(feats, ckpt))
+    assert epochs_drawn == [1, 2]
+    assert list(history["epoch"]) == [1, 2, 3]
+    assert history["loss"].tolist() == full_history["loss"].tolist()
+    for key, value in whole.head.state_dict().items():
+        assert torch.equal(model.head.state_dict()[key], value), key
+
+
 # --- LWS ---------------------------------------------------------------------------------------
 def test_lws_with_unit_scales_reproduces_the_parent_logits_bias_included():
     parent, parent_model = make_parent()
@@ -120,7 +216,7 @@ def test_lws_with_unit_scales_reproduces_the_parent_logits_bias_included():
                                + b * torch.tensor([2.0, 1.0, 0.5]))  # w_i <- f_i w_i, b_i <- f_i b_i
 
 
-def test_lws_learns_only_the_scales():
+def test_lws_learns_only_the_scales(train_stage):
     parent, parent_model = make_parent()
     _, model, _ = train_stage("lws", {"epochs": 2, "lr": 0.1}, parent=parent)
     torch.testing.assert_close(model.head.base.weight, parent_model.head.weight, rtol=0, atol=0)
@@ -138,7 +234,7 @@ def test_scaled_head_on_a_cosine_base_scales_the_logit():
 
 
 # --- tau-norm ----------------------------------------------------------------------------------
-def test_tau_zero_is_the_original_classifier_without_bias():
+def test_tau_zero_is_the_original_classifier_without_bias(train_stage):
     parent, parent_model = make_parent()
     _, model, _ = train_stage("tau_norm", {"tau": 0.0}, parent=parent)
     x = torch.rand(5, D)
@@ -182,7 +278,7 @@ def _pad(x: torch.Tensor, y: torch.Tensor) -> tuple:
     return xx, y.numpy(), np.array([f"v{i}" for i in range(len(y))])
 
 
-def test_tau_is_chosen_on_val_never_on_test():
+def test_tau_is_chosen_on_val_never_on_test(train_stage):
     feats = make_features()
     feats["val"] = _pad(XV_HAND, YV_HAND)
     grid = {"tau_step": 0.5, "tau_max": 2.0}
@@ -220,7 +316,7 @@ def test_ncm_picks_the_nearest_normalised_mean():
     torch.testing.assert_close(logits, torch.tensor([[16 * cos0, 16 * cos1]]))
 
 
-def test_ncm_method_uses_train_split_means():
+def test_ncm_method_uses_train_split_means(train_stage):
     feats = make_features()
     _, model, history = train_stage("ncm", {"scale": 10.0}, features=feats)
     x, y, _ = feats["train"]
@@ -229,7 +325,7 @@ def test_ncm_method_uses_train_split_means():
 
 
 # --- OpenMax as a method -----------------------------------------------------------------------
-def test_openmax_method_fits_on_train_logits_and_recalibrates():
+def test_openmax_method_fits_on_train_logits_and_recalibrates(train_stage):
     parent, parent_model = make_parent()
     feats = make_features()
     _, model, _ = train_stage("openmax", {"tail_size": 5, "alpha": 2, "distance": "euclidean"},

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from longtail.methods.kt import transfer as K
 from longtail.methods import make_config
@@ -110,16 +111,16 @@ def _run(info: DatasetInfo, feats: np.ndarray, labels: np.ndarray) -> TrainRun:
                     parent_features={"train": (feats, labels, np.arange(len(labels)).astype(str))})
 
 
-@pytest.mark.parametrize("name,params,members", [
-    ("kt_prototypes", {}, 1), ("kt_proto_classifier", {}, 1), ("kt_wh", {"k": 5}, 1),
-    ("kt_ensemble", {"ks": [0, 5, 20]}, 3), ("kt_continual", {"ks": [5, 20]}, 3),
+@pytest.mark.parametrize("params,members", [
+    ({"classifier": "prototypes"}, 1), ({"classifier": "proto_classifier"}, 1), ({"classifier": "wh", "k": 5}, 1),
+    ({"classifier": "ensemble", "ks": [0, 5, 20]}, 3), ({"classifier": "continual", "ks": [5, 20]}, 3),
 ])
-def test_kt_methods_are_training_free_and_build_the_head(name, params, members):
+def test_kt_classifiers_are_training_free_and_build_the_head(params, members):
     parent, info = _parent()
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1, 2], [40, 10, 3])
     feats = rng.random((len(labels), 128)).astype(np.float32)
-    method = create_method(name, params)
+    method = create_method("kt", params)
     model = method.build_model(info)
     method.init_model(model, parent)
     history = method.fit(model, _run(info, feats, labels))
@@ -136,17 +137,25 @@ def test_kt_methods_are_training_free_and_build_the_head(name, params, members):
     p = K.prototypes(torch.from_numpy(feats), torch.from_numpy(labels), 3)
     assert torch.allclose(head.prototypes, p)
     w = parent["model"]["head.weight"]
-    if name == "kt_prototypes":
+    name = params["classifier"]
+    if name == "prototypes":
         assert torch.allclose(head.weight[0], p)
-    if name == "kt_wh":
+    if name == "proto_classifier":  # Eq. 7 without the transfer term
+        assert torch.allclose(head.weight[0], F.normalize(p, dim=1) + F.normalize(w, dim=1))
+    if name == "wh":
         expect, _ = K.kt_classifier(p, w, [40, 10, 3], 5, 10.0)
         assert torch.allclose(head.weight[0], expect, atol=1e-6)
-    if name == "kt_continual":  # members: prototypes, w_hc(5), w_hc(20)
+        assert head.ks.tolist() == [5]
+    if name == "ensemble":  # members w_h(0), w_h(5), w_h(20)
+        expect, _ = K.kt_classifier(p, w, [40, 10, 3], 5, 10.0)
+        assert torch.allclose(head.weight[1], expect, atol=1e-6)
+        assert head.ks.tolist() == [0, 5, 20]
+    if name == "continual":  # members: prototypes, w_hc(5), w_hc(20)
         expect, _ = K.kt_classifier(p, w, [40, 10, 3], 20, 10.0, continual=True)
         assert torch.allclose(head.weight[2], expect, atol=1e-6)
         assert head.ks.tolist() == [-1, 5, 20]
     # the saved dict rebuilds the same network (what the infer rule does)
-    again = create_method(name, method.cfg.to_dict()).build_model(info)
+    again = create_method("kt", method.cfg.to_dict()).build_model(info)
     again.load_state_dict(model.state_dict())
     x = torch.randn(4, 1, 28, 28)
     assert torch.allclose(again(x), model(x))
@@ -162,7 +171,7 @@ def test_kt_on_masked_parent_takes_no_knowledge_from_unseen_classes():
     parent["config"] = make_config("plain_masked", {"head": "cosine", "exclude_fewer_than": 20}).to_dict()
     labels = np.repeat([0, 1, 2], [40, 10, 3])
     feats = np.random.default_rng(1).random((len(labels), 128)).astype(np.float32)
-    method = create_method("kt_ensemble", {"ks": [0]})
+    method = create_method("kt", {"classifier": "ensemble", "ks": [0]})
     model = method.build_model(info)
     method.init_model(model, parent)
     method.fit(model, _run(info, feats, labels))
@@ -184,9 +193,29 @@ def test_plain_masked_sampler_and_logits_skip_excluded_classes():
 
 def test_configs_validate():
     with pytest.raises(ValueError, match="attention"):
-        make_config("kt_wh", {"attention": "q->w"})
+        make_config("kt", {"classifier": "wh", "attention": "q->w"})
     with pytest.raises(ValueError, match="tau"):
-        make_config("kt_ensemble", {"tau": 0})
+        make_config("kt", {"classifier": "ensemble", "tau": 0})
     with pytest.raises(ValueError, match="ks"):
-        make_config("kt_continual", {"ks": []})
-    assert make_config("kt_continual", {"ks": [20, 100]}).members == 3
+        make_config("kt", {"classifier": "continual", "ks": []})
+    with pytest.raises(ValueError, match="classifier 'sideways' is unknown"):
+        make_config("kt", {"classifier": "sideways"})
+    assert make_config("kt", {"classifier": "continual", "ks": [20, 100]}).members == 3
+    assert make_config("kt", {"classifier": "continual", "ks": [20], "include_prototypes": False}).members == 1
+
+
+def test_each_classifier_takes_its_defaults_and_refuses_parameters_it_does_not_read():
+    wh = make_config("kt", {"classifier": "wh"})
+    assert (wh.k, wh.ks, wh.tau, wh.attention, wh.apply_to) == (20, None, 10.0, "p->w", "all")
+    assert make_config("kt").classifier == "ensemble" and make_config("kt").ks == (0, 20, 100)
+    cont = make_config("kt", {"classifier": "continual"})
+    assert (cont.ks, cont.include_prototypes, cont.members) == ((20, 100), True, 3)
+    proto = make_config("kt", {"classifier": "prototypes"})
+    assert (proto.tau, proto.k, proto.ks, proto.members) == (None, None, None, 1)
+    misplaced = (("prototypes", "tau", 5.0), ("wh", "ks", [0]), ("ensemble", "k", 5),
+                 ("ensemble", "include_prototypes", False), ("proto_classifier", "attention", "w->p"))
+    for classifier, key, value in misplaced:
+        with pytest.raises(ValueError, match=f"{key}: classifier '{classifier}' does not read it"):
+            make_config("kt", {"classifier": classifier, key: value})
+    # the resolved config (what model.pt records) builds the same config again
+    assert make_config("kt", wh.to_dict()) == wh

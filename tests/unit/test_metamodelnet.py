@@ -4,12 +4,18 @@ chain, the recursion order, the meta-net's falling loss, and the smoke workflow 
 from __future__ import annotations
 
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
+from longtail.data import DatasetInfo, SplitData
+from longtail.device import select_device
+from longtail.methods import create_method, make_config
 from longtail.methods.metamodelnet import metanet as M
-from longtail.methods import make_config
+from longtail.methods.metamodelnet.figures import dynamics_points
+from longtail.trainer import TrainRun
 
 
 # --- entry block floor(log2 n), clipped to the chain ----------------------------------------------
@@ -294,11 +300,65 @@ def test_task_loss_is_cross_entropy_with_the_predicted_row_swapped_in():
 
 def test_configs_validate_and_name_the_key():
     assert make_config("metamodelnet").split == "recur"
-    assert make_config("metamodelnet_fix_split").split == "fix"
-    assert make_config("model_regression").split == "regression"
+    assert make_config("metamodelnet", {"split": "fix"}).split == "fix"
+    assert make_config("metamodelnet", {"split": "regression"}).split == "regression"
     with pytest.raises(ValueError, match="split"):
         make_config("metamodelnet", {"split": "sideways"})
     with pytest.raises(ValueError, match="num_blocks"):
         make_config("metamodelnet", {"num_blocks": 0})
     with pytest.raises(ValueError, match="subsets"):
         make_config("metamodelnet", {"subsets": []})
+
+
+# --- the method on a frozen parent: Table 2's variants are values of split ------------------------
+COUNTS = (40, 12, 5, 2)
+SMALL = {"num_blocks": 3, "subsets": [4], "steps": 5, "batch": 16, "negatives_per_class": 8, "solver_iters": 20,
+         "task_per_class": 8}
+
+
+def _parent_and_features() -> tuple[dict, DatasetInfo, dict]:
+    info = DatasetInfo(num_classes=len(COUNTS), in_channels=1, class_counts=COUNTS)
+    torch.manual_seed(0)
+    plain = create_method("plain", {"backbone": "lenet"})
+    net = plain.build_model(info)
+    parent = {"model": net.state_dict(), "method": "plain", "config": plain.cfg.to_dict(), "info": info.to_dict()}
+    rng = np.random.default_rng(0)
+
+    def split(counts):
+        y = np.repeat(np.arange(len(counts)), counts)
+        x = np.abs(rng.normal(0, 0.3, (len(y), 128))).astype(np.float32)
+        x[np.arange(len(y)), y] += 2.0
+        return x, y, np.array([f"s{i}" for i in range(len(y))])
+
+    return parent, info, {"train": split(COUNTS), "val": split((3,) * len(COUNTS))}
+
+
+@pytest.mark.parametrize("split,net_type", [("recur", M.ResidualChain), ("fix", M.ResidualChain),
+                                            ("regression", M.Regressor)])
+def test_method_on_the_frozen_parent_backbone_builds_the_variant_and_reloads(split, net_type):
+    parent, info, feats = _parent_and_features()
+    method = create_method("metamodelnet", {**SMALL, "split": split})
+    model = method.build_model(info)
+    method.init_model(model, parent)
+    assert method.cfg.backbone == "lenet"  # resolved from the parent
+    assert isinstance(model.head.metanet, net_type)
+    assert method.trainable_parameters(model) == list(model.head.metanet.parameters())
+    empty = SplitData(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64),
+                      np.array([]), "train")
+    run = TrainRun(empty, empty, info, select_device("cpu"), 0, Path("unused.pt"), "fp", progress=False,
+                   parent_features=feats)
+    history = method.fit(model, run)
+    assert len(history) == len(M.stage_plan(3, split, 8))
+    for key, value in model.backbone.state_dict().items():
+        assert torch.equal(value, parent["model"][f"backbone.{key}"]), key
+    assert not any(p.requires_grad for p in model.backbone.parameters())
+    assert model.head.counts.tolist() == list(COUNTS)
+    # infer rebuilds the network from the saved config alone
+    again = create_method("metamodelnet", method.cfg.to_dict()).build_model(info)
+    again.load_state_dict(model.state_dict())
+    x = torch.rand(2, 1, 28, 28)
+    torch.testing.assert_close(again.eval()(x), model.eval()(x))
+    if net_type is M.ResidualChain:  # Fig. 4 reads the saved state and config
+        pts = dynamics_points(model.state_dict(), method.cfg.to_dict(), feats["train"][0], feats["train"][1],
+                              [0, 3], subsets=1)
+        assert set(pts["kind"]) == {"model", "target"}

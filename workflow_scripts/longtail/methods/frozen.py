@@ -1,21 +1,31 @@
-"""Frozen-backbone plumbing shared by every method that starts from a parent run (``init_from``):
-the parent's backbone (architecture read from its model.pt, weights copied, frozen), its cached
-features as tensors, class means, and a split of cached features that the shared trainer
-iterates like a split of images, so head-only training runs through :func:`longtail.trainer.fit`
-(checkpoints, resume, divergence checks) and never through a second loop.
+"""Frozen-backbone methods: everything that starts from a parent run (``init_from``) and works on
+its backbone without training it.
+
+Primitives: the parent's backbone (architecture read from its model.pt, weights copied, frozen),
+its cached features as tensors, class means, and a split of cached features that the shared
+trainer iterates like a split of images. :class:`FrozenBackboneMethod` puts them together: the
+model is the parent's backbone plus this method's head, and a trained head runs through
+:func:`longtail.trainer.fit` on cached features (checkpoints, resume, lr schedule, divergence
+checks), never through a second loop.
 """
 
 from __future__ import annotations
 
-from typing import Iterator, Mapping
+import dataclasses
+import math
+import time
+from typing import Any, Iterator, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
+from .. import trainer
 from ..data import DatasetInfo, batches
-from ..models import Backbone, create_backbone
-from ..trainer import TrainRun
+from ..models import Backbone, LongTailNet, create_backbone, create_head
+from ..trainer import HISTORY_COLUMNS, TrainRun
+from .base import Method
 
 
 class PendingBackbone(Backbone):
@@ -51,6 +61,16 @@ def parent_backbone(parent: Mapping, name: str, freeze: bool = True) -> Backbone
     if freeze:
         backbone.requires_grad_(False)
     return backbone
+
+
+def parent_head(parent: Mapping, kind: str) -> nn.Module:
+    """The parent's classifier head of ``kind`` (linear | cosine) with its weights; sizes read
+    from its ``head.weight`` (C, D)."""
+    state = sub_state(parent["model"], "head.")
+    num_classes, dim = state["weight"].shape
+    head = create_head(kind, dim, num_classes)
+    head.load_state_dict(state)
+    return head
 
 
 def parent_tensors(run: TrainRun, split: str, device: torch.device | str = "cpu"
@@ -107,3 +127,86 @@ class HeadOnly(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(x)
+
+
+class FrozenBackboneMethod(Method):
+    """A method on the frozen backbone of its parent run: the parent's backbone (``backbone``
+    null in config: the parent's; set: must match) plus this method's head.
+
+    Hooks: ``build_head`` (the head on D-dim features), ``resolve`` (config fields pinned to the
+    parent, default the backbone), ``init_head`` (fill the head from the parent; default: a
+    fresh head). ``build_model`` without a resolved backbone returns a placeholder that
+    ``init_model`` replaces (training); with one (the saved config at inference) it builds both
+    parts for model.pt to load into.
+
+    ``fit`` trains the head's trainable parameters with the shared trainer on the parent's
+    cached train/val features (:meth:`feature_run`, :class:`HeadOnly`), so the method's sampler,
+    loss, SGD settings, lr schedule and checkpoint/resume all apply; features are cached, so
+    there is no augmentation. Training-free methods override ``fit`` and read :meth:`features`.
+    """
+
+    requires_parent = True
+
+    # --- hooks -------------------------------------------------------------------------------
+    def build_head(self, dim: int, info: DatasetInfo) -> nn.Module:
+        raise NotImplementedError
+
+    def resolve(self, parent: Mapping) -> dict[str, Any]:
+        """Config updates that pin the architecture to the parent's."""
+        return {"backbone": parent_backbone_name(parent, self.cfg.backbone, self.name)}
+
+    def init_head(self, head: nn.Module, parent: Mapping, info: DatasetInfo) -> None:
+        """Fill the new head from the parent (default: nothing, a fresh head)."""
+
+    # --- model -------------------------------------------------------------------------------
+    def build_model(self, info: DatasetInfo) -> nn.Module:
+        if self.cfg.backbone is None:  # training: init_model builds both parts from the parent
+            return LongTailNet(PendingBackbone(), nn.Identity())
+        backbone = create_backbone(self.cfg.backbone, info.in_channels, None)  # weights come from model.pt
+        return LongTailNet(backbone, self.build_head(backbone.dim, info))
+
+    def init_model(self, model: nn.Module, parent: Mapping | None) -> None:
+        if parent is None:
+            raise ValueError(f"method '{self.name}' starts from a backbone run: set init_from")
+        self.cfg = dataclasses.replace(self.cfg, **self.resolve(parent))
+        info = DatasetInfo.from_dict(parent["info"])
+        # backbone before head: a fresh head's initial weights follow from the seed in this order
+        backbone = parent_backbone(parent, self.cfg.backbone)
+        head = self.build_head(backbone.dim, info)
+        self.init_head(head, parent, info)
+        model.backbone, model.head = backbone, head
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        """The head's trainable parameters (``model``: the network or the trainer's HeadOnly)."""
+        return [p for p in model.head.parameters() if p.requires_grad]
+
+    # --- cached features ---------------------------------------------------------------------
+    def features(self, run: TrainRun, split: str, device: torch.device | str | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(X (N, D), labels (N,)) of the parent's cached ``split`` features (default: on the
+        run's device)."""
+        return parent_tensors(run, split, run.device.device if device is None else device)
+
+    def feature_run(self, run: TrainRun) -> TrainRun:
+        """``run`` with its train/val splits replaced by the parent's cached features."""
+        return dataclasses.replace(run, train=FeatureSplit(*self.features(run, "train"), "train"),
+                                   val=FeatureSplit(*self.features(run, "val"), "val"), meta=None)
+
+    # --- training ----------------------------------------------------------------------------
+    def fit(self, model: nn.Module, run: TrainRun) -> pd.DataFrame:
+        """Train the head on cached features through the shared trainer (in place: ``model.head``
+        is the module HeadOnly wraps)."""
+        return trainer.fit(self, HeadOnly(model.head), self.feature_run(run))
+
+    def head_summary(self, model: nn.Module, run: TrainRun, t0: float) -> pd.DataFrame:
+        """One history row for a head fitted without training: its accuracies on the cached
+        train/val features."""
+        dev = run.device.device
+        model.head.to(dev)
+        with torch.no_grad():
+            (xt, yt), (xv, yv) = self.features(run, "train"), self.features(run, "val")
+            train_acc = float((model.head(xt).argmax(1) == yt).float().mean())
+            val_acc = float((model.head(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
+        row = {"epoch": 1, "loss": math.nan, "train_acc": train_acc, "val_acc": val_acc, "lr": math.nan,
+               "seconds": time.perf_counter() - t0}
+        return pd.DataFrame([row], columns=list(HISTORY_COLUMNS))

@@ -1,9 +1,10 @@
 """Configs of compositional knowledge transfer (KT, Parisot et al. CVPR 2022) and of its
 "few-shot excluded" backbone (Table 2).
 
-The KT methods are training-free: they start from a cosine-classifier backbone run (``init_from``)
-and only read its classifier weights and cached training features. ``backbone`` is resolved from
-that parent run when the KT run is built (leave it null in config).
+KT is training-free: it starts from a cosine-classifier backbone run (``init_from``) and only
+reads its classifier weights and cached training features. ``backbone`` is resolved from that
+parent run when the KT run is built (leave it null in config). Table 1's rows are one method
+with the ``classifier`` parameter.
 """
 
 from __future__ import annotations
@@ -47,18 +48,78 @@ def excluded_classes(parent_config: dict, counts: Sequence[int]) -> list[int]:
     return sorted(labels | {i for i, n in enumerate(counts) if n < below})
 
 
-@dataclass(frozen=True)
-class KTBaseConfig:
-    """Shared by every KT classifier. ``backbone``: resolved from the parent run (null in config).
-    ``scale``: cosine scale s of the new head; null = the parent's learned scale (16 for a
-    dot-product parent, whose head has none)."""
+# Parameters each classifier reads (null in config: the default below); the others must stay
+# null, so a parameter meant for another classifier is refused rather than ignored.
+CLASSIFIER_PARAMS = {
+    "prototypes": (),  # Table 1 "Prototypes": p_i as cosine classifier weights (Eq. 3)
+    "proto_classifier": (),  # Table 1 "Prototypes + classifier": p_i/|p_i| + w_i/|w_i|
+    "wh": ("tau", "attention", "apply_to", "k"),  # Table 1 "w_h(k)": Eqs. 4-7 for one k
+    "ensemble": ("tau", "attention", "apply_to", "ks"),  # Eq. 8: softmax average of w_h(k) over ks
+    "continual": ("tau", "attention", "apply_to", "ks", "include_prototypes"),  # Eq. 9, Table 2
+}
+CLASSIFIERS = tuple(CLASSIFIER_PARAMS)
+DEFAULTS = {
+    "tau": 10.0,  # Eq. 5's temperature (Sec. 4.1)
+    "attention": "p->w",  # Eqs. 4-6
+    "apply_to": "all",  # Eq. 7 as written
+    "k": 20,  # one threshold: the few-shot bound of ImageNet-LT
+    "include_prototypes": True,  # Table 2's "ensemble(prototypes, w_hc(20), w_hc(100))"
+}
+DEFAULT_KS = {"ensemble": (0, 20, 100), "continual": (20, 100)}  # one member per shot group / Table 2
 
+
+@register_config("kt")
+@dataclass(frozen=True)
+class KTConfig:
+    """A training-free KT classifier on the parent's frozen backbone.
+
+    ``classifier``: prototypes | proto_classifier | wh | ensemble (Eq. 8, the full method) |
+    continual (Eq. 9). ``backbone``: resolved from the parent run (null in config). ``scale``:
+    cosine scale s of the new head; null = the parent's learned scale (16 for a dot-product
+    parent, whose head has none). The transfer classifiers (wh, ensemble, continual) read
+    ``tau`` (attention temperature, Eq. 5), ``attention`` (direction of Table 6) and
+    ``apply_to`` ("all" gives every class w_h(k), Eq. 7 as written; "tail" only the classes with
+    n <= k, the others keep w_i). wh reads one threshold ``k`` (knowledge from classes with
+    n > k, Eq. 6); ensemble and continual a list ``ks`` (one member w_h(k) / w_hc(k) per k);
+    continual's ``include_prototypes`` adds the prototype classifier as a member. A null
+    parameter takes the classifier's default; one the classifier does not read must stay null.
+    """
+
+    classifier: str = "ensemble"
     backbone: str | None = None
     scale: float | None = None
+    tau: float | None = None
+    attention: str | None = None
+    apply_to: str | None = None
+    k: int | None = None
+    ks: tuple[int, ...] | None = None
+    include_prototypes: bool | None = None
 
     def __post_init__(self) -> None:
+        check_choice("classifier", self.classifier, CLASSIFIERS)
+        used = CLASSIFIER_PARAMS[self.classifier]
+        for key in ("tau", "attention", "apply_to", "k", "ks", "include_prototypes"):
+            if key not in used:
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key}: classifier '{self.classifier}' does not read it; "
+                                     f"it reads {list(used) or 'none'}")
+            elif getattr(self, key) is None:  # the default, resolved here so model.pt records it
+                object.__setattr__(self, key, DEFAULT_KS[self.classifier] if key == "ks" else DEFAULTS[key])
         if self.scale is not None:
             check_positive("scale", self.scale)
+        if self.tau is not None:
+            check_positive("tau", self.tau)
+        if self.attention is not None:
+            check_choice("attention", self.attention, ATTENTION_DIRECTIONS)
+        if self.apply_to is not None:
+            check_choice("apply_to", self.apply_to, APPLY_TO)
+        if self.k is not None:
+            check_positive("k", self.k, strict=False)
+        if self.ks is not None:
+            if not self.ks:
+                raise ValueError("ks must list at least one threshold k")
+            for k in self.ks:
+                check_positive("ks", k, strict=False)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -66,72 +127,8 @@ class KTBaseConfig:
     @property
     def members(self) -> int:
         """Classifiers held by the head (ensemble members); 1 for a single classifier."""
+        if self.classifier == "ensemble":
+            return len(self.ks)
+        if self.classifier == "continual":
+            return len(self.ks) + int(self.include_prototypes)
         return 1
-
-
-register_config("kt_prototypes")(KTBaseConfig)  # Table 1 "Prototypes": p_i as cosine classifier
-register_config("kt_proto_classifier")(KTBaseConfig)  # Table 1 "Prototypes + classifier": p/|p| + w/|w|
-
-
-@dataclass(frozen=True)
-class _TransferConfig(KTBaseConfig):
-    """tau: attention temperature (Eq. 5; the paper's 10). attention: direction of Table 6.
-    apply_to: "all" gives every class w_h(k) (Eq. 7 as written; our default), "tail" only the
-    classes with n <= k (the others keep w_i)."""
-
-    tau: float = 10.0
-    attention: str = "p->w"
-    apply_to: str = "all"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive("tau", self.tau)
-        check_choice("attention", self.attention, ATTENTION_DIRECTIONS)
-        check_choice("apply_to", self.apply_to, APPLY_TO)
-
-
-@register_config("kt_wh")
-@dataclass(frozen=True)
-class KTWhConfig(_TransferConfig):
-    """w_h(k) (Eq. 7) for one threshold k: knowledge comes from classes with n > k (Eq. 6)."""
-
-    k: int = 20
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        check_positive("k", self.k, strict=False)
-
-
-@register_config("kt_ensemble")
-@dataclass(frozen=True)
-class KTEnsembleConfig(_TransferConfig):
-    """Eq. 8: the mean of the softmax predictions of w_h(k) for each k in ``ks`` (the paper's
-    {0, 20, 100} on ImageNet-LT: one member per shot group)."""
-
-    ks: tuple[int, ...] = (0, 20, 100)
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not self.ks:
-            raise ValueError("ks must list at least one threshold k")
-        for k in self.ks:
-            check_positive("ks", k, strict=False)
-
-    @property
-    def members(self) -> int:
-        return len(self.ks)
-
-
-@register_config("kt_continual")
-@dataclass(frozen=True)
-class KTContinualConfig(KTEnsembleConfig):
-    """Continual mode (Eq. 9): w_hc(k) = w_kt/|w_kt| + p/|p| without the class's own w_i, for each k
-    in ``ks``, averaged as in Eq. 8. ``include_prototypes`` adds the prototype classifier as a
-    member (Table 2's "ensemble(prototypes, w_hc(20), w_hc(100))")."""
-
-    ks: tuple[int, ...] = (20, 100)
-    include_prototypes: bool = True
-
-    @property
-    def members(self) -> int:
-        return len(self.ks) + int(self.include_prototypes)

@@ -1,11 +1,13 @@
 """Compositional knowledge transfer (KT, Parisot et al., CVPR 2022), training-free, and the
 "few-shot excluded" backbone of its Table 2.
 
-Every ``kt_*`` method starts from a cosine-classifier backbone run (``init_from``) and never
-trains: ``fit`` reads the parent's classifier weights (``head.weight``, scale ``head.scale``) and
-its cached training features (``run.parent_features``), builds the new classifier with the pure
-functions of :mod:`longtail.methods.kt.transfer`, and writes it into a :class:`KTHead` on top of the parent's
-backbone, so the shared ``infer`` rule predicts with the result.
+The ``kt`` method starts from a cosine-classifier backbone run (``init_from``) and never trains:
+``fit`` reads the parent's classifier weights (``head.weight``, scale ``head.scale``) and its
+cached training features (``run.parent_features``), builds the classifier named by the
+``classifier`` parameter with the pure functions of :mod:`longtail.methods.kt.transfer`, and
+writes it into a :class:`KTHead` on top of the parent's frozen backbone
+(:class:`longtail.methods.frozen.FrozenBackboneMethod`), so the shared ``infer`` rule predicts
+with the result.
 
 Choices where the paper is silent (all configurable, see :mod:`longtail.methods.kt.config`):
 - W_h(k) replaces the classifier of every class (``apply_to: all``): Eq. 7 is stated for every i
@@ -21,7 +23,6 @@ Choices where the paper is silent (all configurable, see :mod:`longtail.methods.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Mapping
 
 import numpy as np
@@ -33,12 +34,11 @@ from torch import nn
 from . import transfer as K
 from .config import excluded_classes
 from ...data import DatasetInfo
-from ...models import Backbone, LongTailNet, create_backbone
 from ...samplers import Sampler
 from ...trainer import HISTORY_COLUMNS, TrainRun
 from .. import register_method
-from ..base import Method
 from ..baselines.method import Plain
+from ..frozen import FrozenBackboneMethod
 
 
 class KTHead(nn.Module):
@@ -65,15 +65,6 @@ class KTHead(nn.Module):
         return logits[0] if logits.shape[0] == 1 else K.log_mean_softmax(logits)
 
 
-class _Placeholder(Backbone):
-    """Stands in until ``init_model`` knows the parent's architecture (build_model has no parent)."""
-
-    dim = 0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - replaced before use
-        raise RuntimeError("KT backbone not resolved: the run needs init_from")
-
-
 def parent_classifier(parent: Mapping) -> tuple[torch.Tensor, float | None]:
     """(w (C, D), learned cosine scale or None) from a parent model.pt dict."""
     state = parent["model"]
@@ -86,54 +77,48 @@ def parent_classifier(parent: Mapping) -> tuple[torch.Tensor, float | None]:
     return w, (float(scale) if scale is not None else None)
 
 
-class _KTMethod(Method):
-    """Shared plumbing of the training-free KT classifiers; subclasses define ``members``."""
+def _no_attention(c: int) -> torch.Tensor:
+    return torch.zeros(c, c)
 
-    requires_parent = True
 
-    def build_model(self, info: DatasetInfo) -> nn.Module:
-        if self.cfg.backbone is None:
-            return LongTailNet(_Placeholder(), nn.Identity())
-        backbone = create_backbone(self.cfg.backbone, info.in_channels, None)  # weights come from the parent
-        return LongTailNet(backbone, KTHead(backbone.dim, info.num_classes, self.cfg.members))
+@register_method("kt")
+class KT(FrozenBackboneMethod):
+    """Training-free KT on the parent's frozen backbone; ``classifier`` selects Table 1's row
+    (see :class:`longtail.methods.kt.config.KTConfig`)."""
 
-    def init_model(self, model: nn.Module, parent: Mapping | None) -> None:
-        """Take the parent's backbone (weights frozen) and remember its classifier for ``fit``."""
-        if parent is None:
-            raise ValueError(f"method '{self.name}' starts from a backbone run: set init_from")
-        pcfg = parent["config"]
-        if "backbone" not in pcfg:
-            raise ValueError("KT parent run has no 'backbone' in its config")
-        if self.cfg.backbone not in (None, pcfg["backbone"]):
-            raise ValueError(f"backbone '{self.cfg.backbone}' differs from the parent's '{pcfg['backbone']}'")
-        self.cfg = dataclasses.replace(self.cfg, backbone=pcfg["backbone"])
-        info = DatasetInfo.from_dict(parent["info"])
+    def build_head(self, dim: int, info: DatasetInfo) -> nn.Module:
+        return KTHead(dim, info.num_classes, self.cfg.members)
+
+    def init_head(self, head: nn.Module, parent: Mapping, info: DatasetInfo) -> None:
+        """The head's scale s (config, else the parent's learned one, else 16); remember the
+        parent's classifier and the training counts for ``fit``."""
         self._w, parent_scale = parent_classifier(parent)
         scale = self.cfg.scale if self.cfg.scale is not None else (parent_scale if parent_scale is not None else 16.0)
-        model.backbone = create_backbone(pcfg["backbone"], info.in_channels, None)
-        bstate = {k[len("backbone."):]: v for k, v in parent["model"].items() if k.startswith("backbone.")}
-        model.backbone.load_state_dict(bstate)
-        model.head = KTHead(model.backbone.dim, info.num_classes, self.cfg.members, scale)
-        for prm in model.parameters():
-            prm.requires_grad_(False)  # training-free
+        head.scale.fill_(scale)
         counts = list(info.class_counts)
-        for c in excluded_classes(pcfg, counts):
+        for c in excluded_classes(parent["config"], counts):
             counts[c] = 0  # never seen by the backbone: gives no knowledge (Eq. 6)
         self._counts = torch.tensor(counts, dtype=torch.long)
 
     def classifiers(self, p: torch.Tensor, w: torch.Tensor, counts: torch.Tensor
                     ) -> list[tuple[torch.Tensor, torch.Tensor, int]]:
-        """The head's members: [(weights (C, D), alpha (C, C), k)]."""
-        raise NotImplementedError
+        """The head's members: [(weights (C, D), alpha (C, C), k)] (k = -1: no transfer)."""
+        cfg = self.cfg
+        if cfg.classifier == "prototypes":  # Table 1 "Prototypes"
+            return [(p, _no_attention(len(p)), -1)]
+        if cfg.classifier == "proto_classifier":  # Eq. 7 without the transfer term
+            return [(F.normalize(p, dim=1) + F.normalize(w, dim=1), _no_attention(len(p)), -1)]
+        continual = cfg.classifier == "continual"  # Eq. 9: w_hc(k) drops each class's own w_i
+        ks = (cfg.k,) if cfg.classifier == "wh" else cfg.ks
+        out = [(p, _no_attention(len(p)), -1)] if continual and cfg.include_prototypes else []
+        return out + [(*K.kt_classifier(p, w, counts, k, cfg.tau, cfg.attention, continual=continual,
+                                        apply_to=cfg.apply_to), k) for k in ks]
 
     def fit(self, model: nn.Module, run: TrainRun) -> pd.DataFrame:
         """Build the classifier from cached features; no optimizer, no gradient step."""
-        if run.parent_features is None or "train" not in run.parent_features:
-            raise ValueError(f"method '{self.name}' needs the parent's cached train features")
-        x, y, _ = run.parent_features["train"]
+        x, y = self.features(run, "train", "cpu")
         head: KTHead = model.head
-        c = head.counts.numel()
-        p = K.prototypes(torch.from_numpy(np.asarray(x)), torch.from_numpy(np.asarray(y)), c)  # Eq. 3
+        p = K.prototypes(x, y, head.counts.numel())  # Eq. 3
         members = self.classifiers(p, self._w, self._counts)
         with torch.no_grad():
             head.prototypes.copy_(p)
@@ -144,58 +129,6 @@ class _KTMethod(Method):
                 head.attention[m].copy_(alpha)
                 head.ks[m] = k
         return pd.DataFrame(columns=list(HISTORY_COLUMNS))
-
-
-def _no_attention(c: int) -> torch.Tensor:
-    return torch.zeros(c, c)
-
-
-@register_method("kt_prototypes")
-class KTPrototypes(_KTMethod):
-    """Table 1 "Prototypes": the class prototypes (Eq. 3) used as cosine classifier weights."""
-
-    def classifiers(self, p, w, counts):
-        return [(p, _no_attention(len(p)), -1)]
-
-
-@register_method("kt_proto_classifier")
-class KTProtoClassifier(_KTMethod):
-    """Table 1 "Prototypes + classifier": p_i/|p_i| + w_i/|w_i| (Eq. 7 without the transfer term)."""
-
-    def classifiers(self, p, w, counts):
-        return [(F.normalize(p, dim=1) + F.normalize(w, dim=1), _no_attention(len(p)), -1)]
-
-
-@register_method("kt_wh")
-class KTWh(_KTMethod):
-    """Table 1 "w_h(k)" (Eqs. 4-7) for one k; ``attention`` selects Table 6's direction."""
-
-    def classifiers(self, p, w, counts):
-        cfg = self.cfg
-        wh, alpha = K.kt_classifier(p, w, counts, cfg.k, cfg.tau, cfg.attention, apply_to=cfg.apply_to)
-        return [(wh, alpha, cfg.k)]
-
-
-@register_method("kt_ensemble")
-class KTEnsemble(_KTMethod):
-    """Eq. 8: softmax average of w_h(k) over ``ks`` (Table 1 "ensemble(w_h(0), w_h(20), w_h(100))")."""
-
-    def classifiers(self, p, w, counts):
-        cfg = self.cfg
-        return [(*K.kt_classifier(p, w, counts, k, cfg.tau, cfg.attention, apply_to=cfg.apply_to), k)
-                for k in cfg.ks]
-
-
-@register_method("kt_continual")
-class KTContinual(_KTMethod):
-    """Eq. 9: w_hc(k) without each class's own classifier, averaged over ``ks`` (+ prototypes);
-    on a ``plain_masked`` parent this adds the unseen classes by their prototypes only (Table 2)."""
-
-    def classifiers(self, p, w, counts):
-        cfg = self.cfg
-        out = [(p, _no_attention(len(p)), -1)] if cfg.include_prototypes else []
-        return out + [(*K.kt_classifier(p, w, counts, k, cfg.tau, cfg.attention, continual=True,
-                                        apply_to=cfg.apply_to), k) for k in cfg.ks]
 
 
 class _SubsetSampler(Sampler):

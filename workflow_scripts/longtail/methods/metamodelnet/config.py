@@ -1,6 +1,7 @@
-"""Configs of MetaModelNet (Wang, Ramanan & Hebert, NIPS 2017) and its Table 2 ablations.
+"""Config of MetaModelNet (Wang, Ramanan & Hebert, NIPS 2017); its Table 2 ablations are values
+of ``split``.
 
-All three start from another run (``init_from``, the plain backbone) and work on its cached
+It starts from another run (``init_from``, the plain backbone) and works on its cached
 features; ``backbone`` is null (= the parent's) and resolved when training starts.
 """
 
@@ -19,15 +20,18 @@ SPLITS = ("recur", "fix", "regression")
 class MetaModelNetConfig:
     """MetaModelNet on a frozen backbone. Paper-scale bank: ``subsets: [1000, 765, 585, 447, 342,
     262, 200]`` (S = 1000 for k = 1 down to 200 for k = 64, log-interpolated); the default is scaled
-    down for CPU. ``split``: recur (the full method), fix (one head/tail threshold), regression
-    (model regression [21]: one MLP for every k, no recursion)."""
+    down for CPU. ``split``: recur (the full method, Table 2 "Recur Split"), fix (Table 2
+    "MetaModelNet + Fix Split": the same chain and order, one head/tail threshold for all blocks)
+    or regression (Table 2 "Model Regression [21]": one non-residual MLP theta_k -> theta* for
+    every k, no recursion)."""
 
     backbone: str | None = None  # null: the init_from run's
     split: str = "recur"
     num_blocks: int = 7  # N + 1 blocks for k = 1, 2, ..., 2^N (paper: 1..64)
     subsets: tuple[int, ...] = (24, 24, 20, 20, 16, 16, 16)  # S per k = 2^i (the last repeats)
     head_threshold: int | None = None  # fix/regression: head = n > this; null: 2^num_blocks
-    tail_threshold: int | None = None  # classes with n <= this get F(theta); null: 2^num_blocks (recur) / head_threshold
+    # classes with n <= this get F(theta); null: 2^num_blocks (recur) / head_threshold (fix, regression)
+    tail_threshold: int | None = None
     # base learner (one-vs-rest logistic regression on standardised features, see longtail.metamodelnet)
     l2: float = 0.01
     negatives_per_class: int = 32
@@ -71,19 +75,3 @@ class MetaModelNetConfig:
 
 
 register_config("metamodelnet")(MetaModelNetConfig)
-
-
-@register_config("metamodelnet_fix_split")
-@dataclass(frozen=True)
-class FixSplitConfig(MetaModelNetConfig):
-    """Table 2 "MetaModelNet + Fix Split": the same chain and order, one head split for all blocks."""
-
-    split: str = "fix"
-
-
-@register_config("model_regression")
-@dataclass(frozen=True)
-class ModelRegressionConfig(MetaModelNetConfig):
-    """Table 2 "Model Regression [21]": one non-residual MLP theta_k -> theta* for every k."""
-
-    split: str = "regression"

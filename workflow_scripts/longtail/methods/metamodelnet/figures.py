@@ -15,6 +15,9 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from . import metanet as M  # noqa: E402
+from .. import make_config  # noqa: E402
+from ..frozen import sub_state  # noqa: E402
+from .method import build_metanet  # noqa: E402
 
 
 def dynamics_points(state: Mapping[str, torch.Tensor], cfg: Mapping, x: np.ndarray, y: np.ndarray,
@@ -23,23 +26,24 @@ def dynamics_points(state: Mapping[str, torch.Tensor], cfg: Mapping, x: np.ndarr
     passed through the trained chain of a model.pt ``state``: one row per (model, stage) with the
     parameter vector. stage j = the prediction after blocks entry..j-1 (stage = log2 k for the
     input); stage N+1 = the predicted many-shot model; kind 'target' rows are theta*."""
-    from .method import build_metanet
-
-    cfg_obj = type("Cfg", (), dict(cfg))
+    conf = make_config("metamodelnet", cfg)  # the run's saved config
     d = state["head.mean"].numel()
-    net = build_metanet(cfg_obj, d)
-    net.load_state_dict({k[len("head.metanet."):]: v for k, v in state.items() if k.startswith("head.metanet.")})
+    net = build_metanet(conf, d)
+    net.load_state_dict(sub_state(state, "head.metanet."))
     net.eval()
     mean, scale = state["head.mean"].float(), state["head.scale"].float()
     z = M.augment(torch.as_tensor(x, dtype=torch.float32), mean, scale)
     rng = np.random.default_rng(seed)
-    pool = M.negative_pool(y, int(cfg["negatives_per_class"]), rng, int(cfg["max_negatives"]))
-    nb = int(cfg["num_blocks"])
+    pool = M.negative_pool(y, conf.negatives_per_class, rng, conf.max_negatives)
+    nb = conf.num_blocks
     counts = np.bincount(y, minlength=max(classes) + 1)
     req = [(c, 2 ** i, subsets) for c in classes for i in range(nb) if 2 ** i < counts[c]]
     spec = M.draw_subsets(y, req, rng)
-    theta, _ = M.fit_bank(z, torch.as_tensor(y), pool, spec, float(cfg["l2"]), int(cfg["solver_iters"]))
-    entry = M.entry_block(torch.as_tensor(spec.model_k), nb) if net.residual else torch.zeros(len(spec), dtype=torch.long)
+    theta, _ = M.fit_bank(z, torch.as_tensor(y), pool, spec, conf.l2, conf.solver_iters)
+    if net.residual:
+        entry = M.entry_block(torch.as_tensor(spec.model_k), nb)
+    else:
+        entry = torch.zeros(len(spec), dtype=torch.long)
     with torch.no_grad():
         traj = net.trajectory(theta, entry)
     rows = []

@@ -25,7 +25,7 @@ Three pieces, each usable on its own (the method in ``methods/metamodelnet.py`` 
 2. **MetaModelNet F** (Eq. 2, Fig. 2): a chain of N+1 residual blocks, block i = BN -> leaky ReLU
    -> FC with a skip, F_i(theta) = F_{i+1}(theta + f(theta; w_i)); a k-shot model enters at block
    floor(log2 k) (:func:`entry_block`). Every block's last FC starts at zero, so an untrained chain
-   is exactly the identity. ``model_regression`` ([21]) is one plain (non-residual) MLP instead.
+   is exactly the identity. Model regression ([21], ``split: regression``) is one plain (non-residual) MLP instead.
 3. **Recursive training** (Sec. 2, "Training"): :func:`stage_plan` lists the stages, block N first
    down to block 0; stage i trains block i and fine-tunes blocks i+1..N on every bank model with
    k >= 2^i, with Eq. 1's loss |F(theta) - theta*|^2 + lambda * CE of g with the predicted row on

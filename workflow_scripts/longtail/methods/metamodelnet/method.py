@@ -1,5 +1,6 @@
 """MetaModelNet (Wang, Ramanan & Hebert, "Learning to Model the Tail", NIPS 2017) and its Table 2
-ablations, as classifier-stage methods on the frozen backbone of ``init_from`` (the plain run).
+ablations (the ``split`` parameter), a classifier stage on the frozen backbone of ``init_from``
+(the plain run).
 
 ``fit`` works on the parent's cached features only (never on images, never retraining the
 backbone); the tensor code is in :mod:`longtail.methods.metamodelnet.metanet`:
@@ -10,8 +11,8 @@ backbone); the tensor code is in :mod:`longtail.methods.metamodelnet.metanet`:
    targets and few-shot models live in the same parameter space (the parent's head was trained
    jointly with the backbone under another loss, so its rows differ in scale and bias);
 2. the few-shot bank: S random k-subsets per head class and k = 2^i, fitted in one batched solve;
-3. the meta-network (residual chain for ``metamodelnet`` / ``metamodelnet_fix_split``, one MLP for
-   ``model_regression``) trained back to front (:func:`longtail.methods.metamodelnet.metanet.stage_plan`);
+3. the meta-network (residual chain for ``split`` recur / fix, one MLP for ``split: regression``)
+   trained back to front (:func:`longtail.methods.metamodelnet.metanet.stage_plan`);
 4. the final classifier: classes with n <= tail_threshold get F(theta_n) entering at block
    floor(log2 n); the others keep theta*. Folded into the raw-feature Linear head.
 History: one row per training stage (epoch = stage); the log also prints the val accuracy of the
@@ -20,7 +21,6 @@ parent head, of the refitted base learner alone (no meta-network) and of the fin
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -33,10 +33,9 @@ from torch import nn
 
 from . import metanet as M
 from ...data import DatasetInfo
-from ...models import LongTailNet, create_backbone
 from ...trainer import HISTORY_COLUMNS, TrainRun
 from .. import register_method
-from ..base import Method
+from ..frozen import FrozenBackboneMethod, sub_state
 
 
 class MetaModelNetHead(nn.Linear):
@@ -70,39 +69,17 @@ def thresholds(cfg) -> tuple[int, int]:
     return head, tail
 
 
-class _Pending(nn.Module):
-    dim = 0
+@register_method("metamodelnet")
+class MetaModelNet(FrozenBackboneMethod):
+    """MetaModelNet on the parent's frozen backbone; ``split`` selects the full method (recur) or a
+    Table 2 ablation (fix, regression)."""
 
+    def build_head(self, dim: int, info: DatasetInfo) -> nn.Module:
+        return MetaModelNetHead(dim, info.num_classes, build_metanet(self.cfg, dim))
 
-def _sub_state(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-class _MetaModelNetBase(Method):
-    requires_parent = True
-
-    def build_model(self, info: DatasetInfo) -> nn.Module:
-        if self.cfg.backbone is None:  # training: init_model builds both parts from the parent
-            return LongTailNet(_Pending(), nn.Identity())
-        backbone = create_backbone(self.cfg.backbone, info.in_channels, None)
-        return LongTailNet(backbone, MetaModelNetHead(backbone.dim, info.num_classes,
-                                                      build_metanet(self.cfg, backbone.dim)))
-
-    def init_model(self, model: nn.Module, parent: Mapping | None) -> None:
-        if parent is None:
-            raise ValueError(f"method '{self.name}' starts from a backbone run: set init_from")
-        pcfg = parent["config"]
-        if self.cfg.backbone not in (None, pcfg.get("backbone")):
-            raise ValueError(f"backbone '{self.cfg.backbone}' differs from the parent's '{pcfg.get('backbone')}'")
-        self.cfg = dataclasses.replace(self.cfg, backbone=pcfg["backbone"])
-        info = DatasetInfo.from_dict(parent["info"])
-        backbone = create_backbone(self.cfg.backbone, info.in_channels, None)
-        backbone.load_state_dict(_sub_state(parent["model"], "backbone."))
-        backbone.requires_grad_(False)
-        model.backbone = backbone
-        model.head = MetaModelNetHead(backbone.dim, info.num_classes, build_metanet(self.cfg, backbone.dim))
+    def init_head(self, head: nn.Module, parent: Mapping, info: DatasetInfo) -> None:
         # the parent's logits, kept only to log its val accuracy beside ours
-        self._parent_head = {k: v for k, v in _sub_state(parent["model"], "head.").items()}
+        self._parent_head = sub_state(parent["model"], "head.")
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
         return list(model.head.metanet.parameters())
@@ -110,12 +87,8 @@ class _MetaModelNetBase(Method):
     def fit(self, model: nn.Module, run: TrainRun) -> pd.DataFrame:
         t0 = time.perf_counter()
         cfg, dev = self.cfg, run.device.device
-        if run.parent_features is None or "train" not in run.parent_features:
-            raise ValueError("MetaModelNet needs the parent's cached train features (is init_from set?)")
-        xt, yt, _ = run.parent_features["train"]
-        x = torch.as_tensor(np.asarray(xt), dtype=torch.float32, device=dev)
-        y_np = np.asarray(yt, dtype=np.int64)
-        y = torch.as_tensor(y_np, device=dev)
+        x, y = self.features(run, "train")
+        y_np = y.cpu().numpy()
         C = run.info.num_classes
         counts = np.bincount(y_np, minlength=C)
         rng = np.random.default_rng(run.seed)
@@ -181,8 +154,7 @@ class _MetaModelNetBase(Method):
     def _val_report(self, run: TrainRun, dev, theta_star, theta, mean, scale, x, y) -> dict[str, float]:
         if "val" not in run.parent_features or len(run.parent_features["val"][1]) == 0:
             return {"final": math.nan}
-        xv = torch.as_tensor(np.asarray(run.parent_features["val"][0]), dtype=torch.float32, device=dev)
-        yv = torch.as_tensor(np.asarray(run.parent_features["val"][1]), device=dev)
+        xv, yv = self.features(run, "val")
         zv = M.augment(xv, mean, scale)
         out = {}
         ph = getattr(self, "_parent_head", {})
@@ -192,18 +164,3 @@ class _MetaModelNetBase(Method):
         out["base learner (theta*, no meta-net)"] = float(((zv @ theta_star.T).argmax(1) == yv).float().mean())
         out["final"] = float(((zv @ theta.T).argmax(1) == yv).float().mean())
         return out
-
-
-@register_method("metamodelnet")
-class MetaModelNet(_MetaModelNetBase):
-    """The full method: residual chain, recursive head/tail splits (Table 2 "Recur Split")."""
-
-
-@register_method("metamodelnet_fix_split")
-class MetaModelNetFixSplit(_MetaModelNetBase):
-    """Table 2 "MetaModelNet + Fix Split": chain trained back to front on one head split."""
-
-
-@register_method("model_regression")
-class ModelRegression(_MetaModelNetBase):
-    """Table 2 "Model Regression [21]": one MLP regressor for every k, no recursion."""
