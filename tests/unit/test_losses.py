@@ -1,4 +1,4 @@
-"""Core math of the re-weighting / margin losses and the embedding losses (issue 3), against
+"""Core math of the re-weighting / margin losses and the embedding losses, against
 hand-computed values; plus the config <-> registry contract and the loss-based methods."""
 
 from __future__ import annotations

@@ -224,7 +224,7 @@ def test_short_stage2_training_updates_centroids_as_configured(tmp_path, update)
     assert (moved > 0) if update == "loss" else (moved == 0)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (this machine has none)")
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_stage2_trains_single_process_on_gpu(tmp_path):
     """Stage 2 on one GPU with AMP and channels_last: centroids, memory and model on the device."""
     parent = _parent()

@@ -1,4 +1,4 @@
-"""Class frequencies, epoch lengths and determinism of the epoch samplers (issue 3)."""
+"""Class frequencies, epoch lengths and determinism of the epoch samplers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The benchmark scripts run and print the figures the README quotes (tiny settings: this checks
+"""The benchmark scripts run and print the figures docs/performance.md quotes (tiny settings: this checks
 that they work and that what they compare agrees, not their timings)."""
 
 from __future__ import annotations

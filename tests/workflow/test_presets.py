@@ -1,5 +1,5 @@
 """The paper presets (config/presets/*.yaml): each is a complete config that Snakemake accepts and
-plans, and the Fashion-MNIST one (the only preset whose data this machine has) runs end to end
+plans, and the Fashion-MNIST one (the only preset whose data ships with Debian) runs end to end
 when shrunk in size only: fewer images and one epoch, every method, layer and edge kept as is."""
 
 from __future__ import annotations

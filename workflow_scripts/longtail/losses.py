@@ -34,11 +34,7 @@ def available_losses() -> list[str]:
 
 
 def create_loss(name: str, class_counts: np.ndarray, num_epochs: int = 1, **params) -> "LongTailLoss":
-    factory = LOSSES.get(name)
-    try:
-        return factory(np.asarray(class_counts), num_epochs=num_epochs, **params)
-    except TypeError as exc:  # an unknown key in loss_params
-        raise ValueError(f"loss '{name}': bad loss_params ({exc})") from exc
+    return LOSSES.build(name, np.asarray(class_counts), num_epochs=num_epochs, params_key="loss_params", **params)
 
 
 # --- class weights ---------------------------------------------------------------------------

@@ -46,6 +46,15 @@ class Registry(Generic[T]):
             raise ValueError(f"unknown {self.kind} '{name}'; choose one of {self.names()}")
         return self._entries[name]
 
+    def build(self, name: str, *args: object, params_key: str = "params", **kwargs: object) -> object:
+        """Call the entry ``name`` with the arguments; an argument it does not take (a misspelt key of
+        ``params_key`` in config) becomes one ValueError naming the entry."""
+        factory = self.get(name)
+        try:
+            return factory(*args, **kwargs)  # type: ignore[operator]
+        except TypeError as exc:
+            raise ValueError(f"{self.kind} '{name}': bad {params_key} ({exc})") from exc
+
     def names(self) -> list[str]:
         self._load()
         return sorted(self._entries)

@@ -22,11 +22,7 @@ def available_samplers() -> list[str]:
 
 
 def create_sampler(name: str, labels: np.ndarray, num_epochs: int = 1, **params) -> "Sampler":
-    factory = SAMPLERS.get(name)
-    try:
-        return factory(np.asarray(labels), num_epochs=num_epochs, **params)
-    except TypeError as exc:  # an unknown key in sampler_params
-        raise ValueError(f"sampler '{name}': bad sampler_params ({exc})") from exc
+    return SAMPLERS.build(name, np.asarray(labels), num_epochs=num_epochs, params_key="sampler_params", **params)
 
 
 class Sampler:
