@@ -1,7 +1,9 @@
 """Make sure the embedded datasets can be found; install Debian's packages if not.
 
-Run by `make setup`. Fashion-MNIST: with apt and root, installs `dataset-fashion-mnist`; otherwise
-prints how to get the data (torchvision download with internet, or a folder in config). Glyphs:
+Run by `make setup`. Fashion-MNIST: a config source with its own `root` is checked there (only
+there, as the workflow reads it; a relative root from this repository's folder, where `make` runs
+Snakemake); for the others, with apt and root, installs `dataset-fashion-mnist`; otherwise prints
+how to get the data (torchvision download with internet, or a folder in config). Glyphs:
 the pinned font packages of the `glyphs` source (its defaults, plus any `packages` a config's
 glyphs source lists), installed with apt when missing. Exits non-zero when something is missing.
 """
@@ -39,11 +41,11 @@ def apt_install(packages: list[str]) -> None:
                    env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
 
 
-def glyph_packages() -> list[str]:
-    """The glyphs source's default packages and those its config blocks list (config.yaml, presets)."""
+def config_sources(name: str) -> list[dict]:
+    """The ``source`` blocks called ``name`` in config.yaml and the presets."""
     import yaml
 
-    packages = list(DEFAULT_PACKAGES)
+    blocks = []
     for path in [ROOT / "config.yaml", *sorted((ROOT / "config" / "presets").glob("*.yaml"))]:
         try:
             cfg = yaml.safe_load(path.read_text()) or {}
@@ -51,8 +53,16 @@ def glyph_packages() -> list[str]:
             continue
         for ds in (cfg.get("datasets") or {}).values():
             src = (ds or {}).get("source") or {}
-            if src.get("name") == "glyphs":
-                packages += [str(p) for p in src.get("packages") or []]
+            if src.get("name") == name:
+                blocks.append(dict(src))
+    return blocks
+
+
+def glyph_packages() -> list[str]:
+    """The glyphs source's default packages and those its config blocks list (config.yaml, presets)."""
+    packages = list(DEFAULT_PACKAGES)
+    for src in config_sources("glyphs"):
+        packages += [str(p) for p in src.get("packages") or []]
     return list(dict.fromkeys(packages))
 
 
@@ -78,7 +88,31 @@ def ensure_fonts() -> int:
     return 1
 
 
+def check_roots() -> tuple[int, bool]:
+    """(exit status of the Fashion-MNIST sources with a root, whether any source has none)."""
+    status, rootless = 0, False
+    os.chdir(ROOT)  # a relative root is relative to where `make` runs Snakemake
+    for src in config_sources("fashion_mnist"):
+        if src.get("root") is None:
+            rootless = True
+            continue
+        try:
+            load_source("fashion_mnist", {k: v for k, v in src.items() if k != "name"})
+            print(f"Fashion-MNIST: found in source.root {src['root']}")
+        except DataError as exc:
+            print(exc, file=sys.stderr)
+            status = 1
+    return status, rootless or not config_sources("fashion_mnist")
+
+
 def ensure_fashion_mnist() -> int:
+    status, rootless = check_roots()
+    if not rootless:
+        return status
+    return max(status, ensure_default_fashion_mnist())
+
+
+def ensure_default_fashion_mnist() -> int:
     if found():
         print("Fashion-MNIST: found")
         return 0

@@ -1,7 +1,8 @@
-"""The shared trainer on a tiny in-memory dataset: determinism, kill-and-resume, stale
-checkpoints, divergence, the learning-rate schedules, param-group lr scales and gradient
+"""The shared trainer on a tiny in-memory dataset: determinism, kill-and-resume, stale and
+corrupt checkpoints, divergence, the learning-rate schedules, param-group lr scales and gradient
 clipping (by hand)."""
 
+import io
 import math
 from pathlib import Path
 
@@ -154,6 +155,61 @@ def test_nan_loss_raises_divergence_and_removes_checkpoint(tmp_path):
     with pytest.raises(DivergenceError, match=r"epoch 2.*lr \(now 5e\+10\)"):
         train(ckpt, params=params)
     assert not ckpt.exists()
+
+
+def real_checkpoint(tmp_path: Path) -> bytes:
+    """The bytes of a checkpoint.pt written after epoch 1 of this run (fingerprint "fp")."""
+    ckpt = tmp_path / "real" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    with pytest.raises(Killed):
+        train(ckpt, kill_epoch=1)
+    return ckpt.read_bytes()
+
+
+def corrupt_checkpoint(kind: str, tmp_path: Path) -> bytes:
+    if kind == "truncated":  # a job killed while writing it without the atomic rename, or a full disk
+        data = real_checkpoint(tmp_path)
+        return data[: len(data) // 2]
+    if kind == "garbage":
+        return b"\x00\xffnot a checkpoint" * 100
+    if kind == "empty":
+        return b""
+    saved = torch.load(io.BytesIO(real_checkpoint(tmp_path)), weights_only=False)
+    if kind == "not_a_dict":
+        obj = [saved]
+    elif kind == "missing_keys":  # right fingerprint, no optimizer state
+        obj = {k: v for k, v in saved.items() if k != "optimizer"}
+    else:  # "wrong_shapes": right fingerprint, weights of another network (loads part of them)
+        obj = {**saved, "model": {k: v[..., :1] if v.ndim > 1 else v * 2 for k, v in saved["model"].items()}}
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "empty", "not_a_dict", "missing_keys", "wrong_shapes"])
+def test_corrupt_checkpoint_is_set_aside_and_training_starts_fresh(reference, tmp_path, capsys, kind):
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    data = corrupt_checkpoint(kind, tmp_path)
+    ckpt.write_bytes(data)
+    capsys.readouterr()
+    model, history = train(ckpt)
+    err = capsys.readouterr().err
+    aside = list(ckpt.parent.glob("checkpoint.pt.corrupt-*"))
+    assert len(aside) == 1 and aside[0].read_bytes() == data  # kept for inspection, untouched
+    assert f"WARNING: checkpoint {ckpt} is unreadable" in err and str(aside[0]) in err
+    assert "resuming" not in err
+    assert history["epoch"].tolist() == [1, 2, 3]  # every epoch trained in this job
+    assert_same_weights(model, reference[0])  # exactly an uninterrupted run
+    assert torch.load(ckpt, weights_only=False)["epoch"] == 2  # a fresh checkpoint took its place
+
+
+def test_second_corrupt_checkpoint_gets_its_own_name(tmp_path):
+    ckpt = tmp_path / "checkpoint.pt"
+    for _ in range(2):
+        ckpt.write_bytes(b"garbage")
+        assert trainer.load_checkpoint(ckpt) is None
+    assert len(list(tmp_path.glob("checkpoint.pt.corrupt-*"))) == 2 and not ckpt.exists()
 
 
 # ------------------------------------------------------------------------------ lr schedules

@@ -6,6 +6,7 @@ turn their results into the tables of :mod:`longtail.contracts`.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from pathlib import Path
 from typing import Mapping
@@ -22,6 +23,25 @@ from .methods import create_method
 from .methods.base import Method
 from .sources import SourceData
 from .trainer import TrainRun, fingerprint, rng_state
+
+# The rows a run learns from or selects on; test and open rows never reach training.
+TRAINING_SPLITS = ("train", "val", "meta")
+SAMPLE_KEY = ("sample_id", "source", "source_index", "split", "label")
+
+
+def samples_fingerprint(samples: pd.DataFrame, splits: tuple[str, ...] = TRAINING_SPLITS) -> str:
+    """SHA-256 of the ``splits`` rows of a samples table in table order (the order training
+    reads them in): each row's sample id, source split and index, split and label."""
+    rows = samples.loc[samples["split"].isin(splits), list(SAMPLE_KEY)]
+    return hashlib.sha256(rows.to_csv(index=False, lineterminator="\n").encode()).hexdigest()
+
+
+def source_fingerprint(source: SourceData) -> str:
+    """The source's identity: its name and provenance (root, data-selecting options, the files
+    read and their checksums, or a listing's checksum)."""
+    return fingerprint({"name": source.name, "image_size": source.image_size,
+                        "provenance": dict(source.provenance)})
+
 
 def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: SourceData, *, seed: int,
           device: DeviceSetup, checkpoint: Path, parent: Mapping | None = None,
@@ -40,8 +60,11 @@ def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: Sour
     method.init_model(model, parent)
     splits = {s: load_split(source, samples, s, workers) for s in ("train", "val")}
     meta = load_split(source, samples, "meta", workers) if (samples["split"] == "meta").any() else None
+    # decides resume only: a checkpoint of another config, seed, parent, sample set or source
+    # (e.g. after a curation change) is never continued
     fp = fingerprint({"method": method_name, "config": method.cfg.to_dict(), "seed": seed,
-                      "n": len(samples), "info": info.to_dict(),
+                      "info": info.to_dict(), "samples": samples_fingerprint(samples),
+                      "source": source_fingerprint(source),
                       "parent": parent.get("fingerprint") if parent else None})
     run = TrainRun(splits["train"], splits["val"], info, device, seed, checkpoint, fp, meta, progress,
                    parent_features=parent_features)

@@ -3,22 +3,32 @@
 A source yields, for each of its own splits ("train", "test"), the labels of every image and a
 way to fetch the pixels of selected images. Curation only needs labels; training fetches pixels
 for the sample rows it was given. Register a new source with ``@register_source``.
+
+Where data is read from: a source given ``root`` reads only that folder (a relative root is
+resolved against the working directory, which is Snakemake's ``--directory`` for a job) and fails
+naming the files it lacks; nothing falls back to another copy. Every source logs the files it read
+and records them (path and SHA-256, or the image listing's SHA-256 for folders of images) in
+``SourceData.provenance``, which curation saves in the samples parquet's metadata and training puts
+in the checkpoint fingerprint.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import json
+import logging
 import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 
 from .registry import Registry
 
+log = logging.getLogger(__name__)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -44,7 +54,9 @@ class SourceData:
     images: Mapping[str, np.ndarray] = field(default_factory=dict)
     paths: Mapping[str, np.ndarray] = field(default_factory=dict)
     image_size: int = 224  # crop size when streamed
-    provenance: Mapping[str, str] = field(default_factory=dict)  # e.g. split-list checksums
+    # what was read (source_root, source_files: [[path, sha256], ...], source_options; list or
+    # array checksums), as strings: saved in the samples parquet, part of the checkpoint fingerprint
+    provenance: Mapping[str, str] = field(default_factory=dict)
     fixed_splits: bool = False  # the source's own splits are the curated ones (published lists)
 
     @property
@@ -70,6 +82,53 @@ def load_source(name: str, params: Mapping | None = None) -> SourceData:
     return factory(dict(params or {}))
 
 
+# --- where a source reads from, and what it read ---------------------------------------------
+
+
+def resolve_root(params: Mapping, what: str) -> Path | None:
+    """``source.root`` as an absolute path, or None when not given. A relative root is resolved
+    against the working directory (Snakemake runs every job in its ``--directory``)."""
+    raw = params.get("root")
+    if raw is None:
+        return None
+    if not str(raw).strip():
+        raise DataError(f"{what}: source.root is empty; give the data folder or leave root out")
+    path = Path(os.path.expanduser(str(raw)))
+    return path if path.is_absolute() else Path.cwd() / path
+
+
+def describe_root(params: Mapping, root: Path) -> str:
+    """``source.root /abs/path`` and, for a relative root, what it was resolved against."""
+    raw = str(params.get("root"))
+    if Path(os.path.expanduser(raw)).is_absolute():
+        return f"source.root {root}"
+    return f"source.root {root} ('{raw}' resolved against the working directory {Path.cwd()})"
+
+
+def require_folder(params: Mapping, root: Path, what: str) -> None:
+    if not root.exists():
+        raise DataError(f"{what}: {describe_root(params, root)} does not exist; fix source.root")
+    if not root.is_dir():
+        raise DataError(f"{what}: {describe_root(params, root)} is not a folder; fix source.root")
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def files_provenance(what: str, folder: Path, files: Iterable[Path], options: Mapping | None = None) -> dict[str, str]:
+    """Log each file read (path, SHA-256) and return them as provenance entries."""
+    read = [[str(f), sha256(f)] for f in files]
+    for path, digest in read:
+        log.info("%s: read %s (sha256 %s)", what, path, digest)
+    return {"source_root": str(folder), "source_files": json.dumps(read),
+            "source_options": json.dumps(dict(options or {}), sort_keys=True)}
+
+
 # --- IDX files (MNIST family) -----------------------------------------------------------------
 
 _IDX_DTYPES = {0x08: np.uint8}
@@ -84,7 +143,9 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             raw = fh.read()
     except (OSError, EOFError) as exc:
         raise DataError(f"cannot read IDX file {path}: {exc}; re-install or re-download it") from exc
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
+    if len(raw) < 4:
+        raise DataError(f"{path} is truncated ({len(raw)} bytes); re-install or re-download it")
+    if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path} is not an IDX file (bad magic number); re-install or re-download it")
     ndim = raw[3]
     header = 4 + 4 * ndim
@@ -101,6 +162,12 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
+FASHION_MNIST_STEMS = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
 def _idx_file(root: Path, stem: str) -> Path | None:
     for name in (f"{stem}.gz", stem):
         if (root / name).is_file():
@@ -108,52 +175,62 @@ def _idx_file(root: Path, stem: str) -> Path | None:
     return None
 
 
+def _torchvision_root(params: Mapping) -> Path:
+    return Path(os.path.expanduser(str(params.get("torchvision_root") or "~/.cache/torchvision")))
+
+
 def fashion_mnist_candidates(params: Mapping) -> list[Path]:
-    """Folders searched for the Fashion-MNIST IDX files, in order."""
-    roots: list[Path] = []
-    if params.get("root"):
-        root = Path(os.path.expanduser(str(params["root"])))
-        roots += [root, root / "FashionMNIST" / "raw"]
-    roots.append(DEBIAN_FASHION_MNIST)
-    tv_root = Path(os.path.expanduser(str(params.get("torchvision_root", "~/.cache/torchvision"))))
-    roots.append(tv_root / "FashionMNIST" / "raw")
-    return roots
+    """Folders searched for the Fashion-MNIST IDX files, in order: only ``root`` (flat or in
+    torchvision's FashionMNIST/raw layout) when it is given, else Debian's copy, then torchvision's."""
+    root = resolve_root(params, "fashion_mnist")
+    if root is not None:
+        return [root, root / "FashionMNIST" / "raw"]
+    return [DEBIAN_FASHION_MNIST, _torchvision_root(params) / "FashionMNIST" / "raw"]
 
 
 @register_source("fashion_mnist")
 def fashion_mnist(params: Mapping) -> SourceData:
-    """Fashion-MNIST from a config root, Debian's dataset-fashion-mnist, or torchvision's layout.
+    """Fashion-MNIST from ``root`` when given (nothing else), else Debian's dataset-fashion-mnist,
+    else torchvision's layout under ``torchvision_root``.
 
-    With ``download: true`` (and internet) torchvision fetches it into ``torchvision_root`` first.
-    """
+    With ``download: true`` (and internet) torchvision fetches it first, into ``root`` when given,
+    else into ``torchvision_root``."""
+    root = resolve_root(params, "fashion_mnist")
     if params.get("download"):
         from torchvision.datasets import FashionMNIST
 
-        tv_root = os.path.expanduser(str(params.get("torchvision_root", "~/.cache/torchvision")))
         for train in (True, False):
-            FashionMNIST(tv_root, train=train, download=True)
-    stems = {
-        "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-        "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-    }
+            FashionMNIST(str(root or _torchvision_root(params)), train=train, download=True)
+    if root is not None:
+        require_folder(params, root, "fashion_mnist")
     searched = fashion_mnist_candidates(params)
-    for root in searched:
-        files = {s: tuple(_idx_file(root, stem) for stem in pair) for s, pair in stems.items()}
-        if all(f is not None for pair in files.values() for f in pair):
-            break
-    else:
+    stems = [stem for pair in FASHION_MNIST_STEMS.values() for stem in pair]
+    found = [{stem: _idx_file(folder, stem) for stem in stems} for folder in searched]
+    complete = [k for k, f in enumerate(found) if all(f.values())]
+    if not complete:
+        if root is not None:
+            best = max(range(len(searched)), key=lambda k: sum(f is not None for f in found[k].values()))
+            lacks = [f"{stem}[.gz]" for stem, f in found[best].items() if f is None]
+            raise DataError(
+                f"fashion_mnist: {describe_root(params, root)} lacks {', '.join(lacks)} (looked in "
+                f"{' and '.join(str(r) for r in searched)}); put the four IDX files there, or leave root out "
+                "to use Debian's dataset-fashion-mnist"
+            )
         raise DataError(
             "Fashion-MNIST not found; looked in " + ", ".join(str(r) for r in searched)
             + ". Fix: `apt-get install dataset-fashion-mnist`, or set datasets.<name>.source.root "
             "to a folder with the IDX files, or set source.download: true (needs internet)."
         )
+    folder, files = searched[complete[0]], found[complete[0]]
     images, labels = {}, {}
-    for split, (img_f, lab_f) in files.items():
+    for split, (img_stem, lab_stem) in FASHION_MNIST_STEMS.items():
+        img_f, lab_f = files[img_stem], files[lab_stem]
         images[split] = read_idx(img_f)
         labels[split] = read_idx(lab_f).astype(np.int64)
         if len(images[split]) != len(labels[split]):
             raise DataError(f"{img_f} and {lab_f} disagree on the number of images; re-install them")
-    return SourceData("fashion_mnist", FASHION_MNIST_CLASSES, labels, images=images)
+    provenance = files_provenance("fashion_mnist", folder, files.values())
+    return SourceData("fashion_mnist", FASHION_MNIST_CLASSES, labels, images=images, provenance=provenance)
 
 
 # --- CIFAR-10 / CIFAR-100 (python pickle layout) ---------------------------------------------
@@ -169,30 +246,53 @@ def _unpickle(path: Path) -> dict:
     try:
         with open(path, "rb") as fh:
             return pickle.load(fh, encoding="bytes")
-    except (OSError, EOFError, pickle.UnpicklingError) as exc:
-        raise DataError(f"cannot read CIFAR file {path}: {exc}; re-download it") from exc
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError) as exc:
+        raise DataError(f"cannot read CIFAR file {path} (truncated or corrupt: {exc}); re-download it") from exc
+
+
+def _cifar_batch(path: Path, labels_key: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(data (N, 3072) uint8, labels (N,)) of one CIFAR batch file, checked."""
+    batch = _unpickle(path)
+    data = np.asarray(batch.get(b"data")) if isinstance(batch, dict) else None
+    lab = np.asarray(batch.get(labels_key, []), dtype=np.int64) if isinstance(batch, dict) else None
+    if data is None or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or len(data) != len(lab):
+        raise DataError(f"CIFAR file {path} is truncated or corrupt (expected N x 3072 pixels and N "
+                        f"'{labels_key.decode()}'); re-download it")
+    return data, lab
 
 
 def _cifar(name: str, params: Mapping) -> SourceData:
     folder, train_files, test_files, meta_file, names_key, labels_key = _CIFAR[name]
-    root = Path(os.path.expanduser(str(params.get("root") or "~/.cache/torchvision")))
+    root = resolve_root(params, name)
     if params.get("download"):
         from torchvision.datasets import CIFAR10, CIFAR100
 
-        (CIFAR10 if name == "cifar10" else CIFAR100)(str(root), train=True, download=True)
+        target = root or Path(os.path.expanduser("~/.cache/torchvision"))
+        (CIFAR10 if name == "cifar10" else CIFAR100)(str(target), train=True, download=True)
+    if root is None:
+        root = Path(os.path.expanduser("~/.cache/torchvision"))
+        where = f"{root} (the default; no source.root given)"
+    else:
+        require_folder(params, root, name)
+        where = describe_root(params, root)
     base = root / folder
-    missing = [f for f in [*train_files, *test_files, meta_file] if not (base / f).is_file()]
+    wanted = [*train_files, *test_files, meta_file]
+    missing = [f"{folder}/{f}" for f in wanted if not (base / f).is_file()]
     if missing:
-        raise DataError(f"{name}: {base} lacks {missing}; set source.root to the folder holding {folder}/ "
-                        "or source.download: true (needs internet)")
-    names = tuple(n.decode() for n in _unpickle(base / meta_file)[names_key])
+        raise DataError(f"{name}: {where} lacks {', '.join(missing)}; put torchvision's {folder}/ there, "
+                        "or set source.download: true (needs internet)")
+    meta = _unpickle(base / meta_file)
+    if not isinstance(meta, dict) or names_key not in meta:
+        raise DataError(f"CIFAR file {base / meta_file} is corrupt (no {names_key.decode()}); re-download it")
+    names = tuple(n.decode() for n in meta[names_key])
     images, labels = {}, {}
     for split, files in (("train", train_files), ("test", test_files)):
-        batches = [_unpickle(base / f) for f in files]
-        data = np.concatenate([b[b"data"] for b in batches])
+        batches = [_cifar_batch(base / f, labels_key) for f in files]
+        data = np.concatenate([d for d, _ in batches])
         images[split] = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy()  # (N, 32, 32, 3)
-        labels[split] = np.concatenate([np.asarray(b[labels_key], dtype=np.int64) for b in batches])
-    return SourceData(name, names, labels, images=images)
+        labels[split] = np.concatenate([lab for _, lab in batches])
+    provenance = files_provenance(name, base, [base / f for f in wanted])
+    return SourceData(name, names, labels, images=images, provenance=provenance)
 
 
 @register_source("cifar10")
@@ -213,12 +313,21 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".JPEG", ".JPG", "
 
 
 def _root(params: Mapping, what: str) -> Path:
-    if not params.get("root"):
+    root = resolve_root(params, what)
+    if root is None:
         raise DataError(f"{what}: set source.root to the folder holding the images")
-    root = Path(os.path.expanduser(str(params["root"])))
-    if not root.is_dir():
-        raise DataError(f"{what}: source.root {root} is not a folder")
+    require_folder(params, root, what)
     return root
+
+
+def listing_sha256(root: Path, labels: Mapping[str, np.ndarray], paths: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 of every split's (path relative to ``root``, label) in source order: which image
+    each source index names. Image contents are not read (millions of files)."""
+    h = hashlib.sha256()
+    for split in sorted(paths):
+        for p, lab in zip(paths[split], labels[split]):
+            h.update(f"{split}\t{os.path.relpath(p, root)}\t{int(lab)}\n".encode())
+    return h.hexdigest()
 
 
 @register_source("image_folder")
@@ -227,11 +336,14 @@ def image_folder(params: Mapping) -> SourceData:
 
     Curation then applies its profile (e.g. Pareto for ImageNet-LT/Places-LT built from the full
     datasets, ``none`` for SUN-397's natural long tail or MIT-67's own split); extra classes become
-    the open set through ``open_classes``."""
+    the open set through ``open_classes``. Records the listing's SHA-256 (:func:`listing_sha256`)."""
     root = _root(params, "image_folder")
-    split_dirs = {"train": params.get("train_dir", "train"), "test": params.get("test_dir", "test")}
-    names = sorted(d.name for d in (root / split_dirs["train"]).iterdir() if d.is_dir()) \
-        if (root / split_dirs["train"]).is_dir() else []
+    split_dirs = {"train": str(params.get("train_dir", "train")), "test": str(params.get("test_dir", "test"))}
+    for split, sub in split_dirs.items():
+        if not (root / sub).is_dir():
+            raise DataError(f"image_folder: {describe_root(params, root)} lacks {sub}/ (the {split} images, one "
+                            f"folder per class); fix source.root or source.{split}_dir")
+    names = sorted(d.name for d in (root / split_dirs["train"]).iterdir() if d.is_dir())
     if not names:
         raise DataError(f"image_folder: {root / split_dirs['train']} has no class folders")
     labels, paths = {}, {}
@@ -242,17 +354,18 @@ def image_folder(params: Mapping) -> SourceData:
             files = sorted(f for f in folder.iterdir() if f.suffix in IMAGE_EXTENSIONS) if folder.is_dir() else []
             pth += [str(f) for f in files]
             lab += [c] * len(files)
+        if not pth:
+            raise DataError(f"image_folder: {root / sub} holds no images ({', '.join(IMAGE_EXTENSIONS)}) in "
+                            "folders named as the train classes; fix source.root or the split folders")
         labels[split], paths[split] = np.asarray(lab, dtype=np.int64), np.asarray(pth, dtype=object)
-    return SourceData("image_folder", tuple(names), labels, paths=paths,
-                      image_size=int(params.get("image_size", 224)))
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    image_size = int(params.get("image_size", 224))
+    digest = listing_sha256(root, labels, paths)
+    log.info("image_folder: read the listing of %s: %d train / %d test images of %d classes (listing sha256 %s)",
+             root, len(paths["train"]), len(paths["test"]), len(names), digest)
+    provenance = {"source_root": str(root), "source_listing_sha256": digest,
+                  "source_options": json.dumps({**split_dirs, "image_size": image_size}, sort_keys=True)}
+    return SourceData("image_folder", tuple(names), labels, paths=paths, image_size=image_size,
+                      provenance=provenance)
 
 
 @register_source("image_list")
@@ -264,13 +377,14 @@ def image_list(params: Mapping) -> SourceData:
     lists = dict(params.get("lists") or {})
     if "train" not in lists or "test" not in lists:
         raise DataError("image_list: source.lists needs at least train and test list files")
-    labels, paths, provenance = {}, {}, {}
+    labels, paths, provenance, list_files = {}, {}, {}, []
     for split, list_file in lists.items():
         lf = Path(os.path.expanduser(str(list_file)))
         if not lf.is_absolute():
             lf = root / lf
         if not lf.is_file():
-            raise DataError(f"image_list: list file for split '{split}' not found: {lf}")
+            raise DataError(f"image_list: list file for split '{split}' not found: {lf} "
+                            f"(relative lists are read under {describe_root(params, root)})")
         rel, lab = [], []
         for n, line in enumerate(lf.read_text().splitlines(), 1):
             if not line.strip():
@@ -287,10 +401,14 @@ def image_list(params: Mapping) -> SourceData:
                             f"e.g. {missing[0]}; fix source.root or the list")
         labels[split] = np.asarray(lab, dtype=np.int64)
         paths[split] = np.asarray([str(p) for p in full], dtype=object)
-        provenance[f"{split}_list_sha256"] = sha256(lf)
+        list_files.append(lf)
+    image_size = int(params.get("image_size", 224))
     n_classes = int(max(labels["train"].max(), labels["test"].max())) + 1
     names = tuple(params.get("class_names") or [f"class_{i:04d}" for i in range(n_classes)])
-    return SourceData("image_list", names, labels, paths=paths, image_size=int(params.get("image_size", 224)),
+    provenance = files_provenance("image_list", root, list_files, {"image_size": image_size})
+    for split, (_, digest) in zip(lists, json.loads(provenance["source_files"])):
+        provenance[f"{split}_list_sha256"] = digest
+    return SourceData("image_list", names, labels, paths=paths, image_size=image_size,
                       provenance=provenance, fixed_splits=True)
 
 

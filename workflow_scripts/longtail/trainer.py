@@ -6,7 +6,9 @@ Per batch: the scheduled lr times each SGD param group's ``lr_scale``, the metho
 Methods change the step only through those two hooks (:class:`longtail.methods.base.Method`).
 
 Checkpoints after every epoch to ``checkpoint.pt`` (not a Snakemake output, so it survives a
-killed job) and resumes from it when the run fingerprint (method, config, seed, data) matches.
+killed job) and resumes from it when the run fingerprint matches (method, config, seed, parent,
+the exact training samples and the source's files: :func:`longtail.pipeline.train`); a checkpoint
+of anything else is ignored, an unreadable one set aside (:func:`load_checkpoint`).
 Each epoch's batch order and torch RNG are seeded from (seed, epoch), so a resumed run on CPU
 produces the same weights as an uninterrupted one.
 """
@@ -158,17 +160,27 @@ def fit(method: Any, model: nn.Module, run: TrainRun) -> pd.DataFrame:
     sampler = method.create_sampler(run.train.labels.numpy())
     history: list[dict] = []
     start = 0
-    if run.checkpoint.exists():
-        ckpt = torch.load(run.checkpoint, map_location=dev.device, weights_only=False)
-        if ckpt.get("fingerprint") == run.fingerprint:
+    ckpt = load_checkpoint(run.checkpoint)
+    if ckpt is not None and ckpt.get("fingerprint") != run.fingerprint:
+        print(f"ignoring {run.checkpoint}: it was written for another method, config, seed, parent or "
+              f"training data (fingerprint {ckpt.get('fingerprint')}, this run {run.fingerprint}); "
+              "training from epoch 1", file=sys.stderr)
+    elif ckpt is not None:
+        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scaler.load_state_dict(ckpt["scaler"])
-            history = list(ckpt["history"])
-            start = ckpt["epoch"] + 1
+            history, start = list(ckpt["history"]), int(ckpt["epoch"]) + 1
             print(f"resuming from {run.checkpoint} after epoch {ckpt['epoch']}", file=sys.stderr)
-        else:
-            print(f"ignoring {run.checkpoint}: it belongs to another config", file=sys.stderr)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            # loaded but unusable: back to the untouched initial state, as if it had not existed
+            set_aside(run.checkpoint, f"{type(exc).__name__}: {exc}")
+            model.load_state_dict(initial)
+            optimizer = make_optimizer(method, model)
+            scaler = torch.amp.GradScaler(dev.device.type, enabled=dev.needs_scaler)
+            history, start = [], 0
+        del initial
 
     torch.manual_seed(run.seed)
     for epoch in range(start, cfg.epochs):
@@ -215,6 +227,41 @@ def fit(method: Any, model: nn.Module, run: TrainRun) -> pd.DataFrame:
                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
                     "fingerprint": run.fingerprint, "rng": rng_state()}, run.checkpoint)
     return pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+
+
+def set_aside(path: Path, why: str) -> Path:
+    """Rename an unreadable checkpoint to ``<name>.corrupt-<time>`` (kept for inspection) and warn."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while aside.exists():
+        aside, n = path.with_name(f"{path.name}.corrupt-{stamp}-{n}"), n + 1
+    path.replace(aside)
+    print(f"WARNING: checkpoint {path} is unreadable ({why.splitlines()[0] if why else 'no detail'}); "
+          f"moved it to {aside} and training from epoch 1", file=sys.stderr)
+    return aside
+
+
+def load_checkpoint(path: Path) -> dict | None:
+    """The checkpoint at ``path``, or None when there is none. One that cannot be read (truncated,
+    garbage, not a checkpoint) is set aside with a warning rather than blocking every rerun."""
+    if not path.exists():
+        return None
+    try:
+        # on the CPU: a device out of memory must not pass for a corrupt file (load_state_dict
+        # moves the tensors to the model's device)
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        raise  # an unreadable disk or permissions, not a corrupt file: keep it and say so
+    except Exception as exc:  # noqa: BLE001 - unpickling raises anything for garbage
+        set_aside(path, f"{type(exc).__name__}: {exc}")
+        return None
+    if not isinstance(ckpt, dict):
+        set_aside(path, f"it holds a {type(ckpt).__name__}, not a checkpoint dict")
+        return None
+    return ckpt
 
 
 def rng_state() -> dict:
