@@ -5,18 +5,23 @@ blocks, and malformed config.yaml files fail with a message naming the key."""
 import ast
 import copy
 import dataclasses
+import math
+import typing
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from snakemake.utils import update_config
 
 from longtail import losses, methods, models, samplers, sources
 from longtail import methods as configs
-from longtail.config_check import SCHEMA, ConfigError, check_config, validate_config
-from longtail.curation import CurationConfig, ShotConfig
+from longtail.config_check import KNOWN_SOURCES, SCHEMA, ConfigError, check_config, validate_config
+from longtail.curation import CurationConfig, ShotConfig, curate
 from longtail.glyphs import GlyphSettings
 from longtail.methods import config as base
+from longtail.methods.config import ParamError
+from longtail.sources import DataError, SourceData
 
 ROOT = Path(__file__).resolve().parents[2]
 METHODS = methods.available_methods()
@@ -70,6 +75,64 @@ def test_unknown_method_is_named():
         methods.create_method("no_such_method")
 
 
+# ------------------------------------------------------------------------------ field types
+
+WRONG = {bool: ["yes", 1], int: [1.5, True, "ten", 2.0], float: [True, "fast", math.nan, math.inf],
+         str: [18, True]}  # per annotated scalar type: values that must be refused
+
+
+def _scalar(tp):
+    """The scalar type of an annotation (``int | None`` -> int), or None for lists and mappings."""
+    if typing.get_origin(tp) in (typing.Union, type(int | None)):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return args[0] if len(args) == 1 and args[0] in WRONG else None
+    return tp if tp in WRONG else None
+
+
+SCALAR_FIELDS = [(name, f.name, _scalar(typing.get_type_hints(configs.config_class(name))[f.name]))
+                 for name in METHODS for f in dataclasses.fields(configs.config_class(name))]
+SCALAR_FIELDS = [c for c in SCALAR_FIELDS if c[2] is not None]
+
+
+@pytest.mark.parametrize("method, key, tp", SCALAR_FIELDS, ids=[f"{m}.{k}" for m, k, _ in SCALAR_FIELDS])
+def test_every_scalar_field_is_typed_strictly(method, key, tp):
+    """bool is not an int, 1.5 or 2.0 not an integer, an int is a number, NaN and inf are refused."""
+    for bad in WRONG[tp]:
+        with pytest.raises(ParamError) as err:
+            configs.make_config(method, {key: bad})
+        assert err.value.key == key and "expected" in err.value.problem, (bad, str(err.value))
+    if tp is float:  # an integer is a valid number (the value's own checks may still refuse it)
+        try:
+            configs.make_config(method, {key: 1})
+        except ParamError as exc:
+            assert "expected" not in exc.problem, str(exc)
+
+
+def test_type_errors_read_as_yaml_and_suggest_the_default():
+    with pytest.raises(ParamError, match=r"^epochs: expected an integer, got true; write e.g. 10 \(the default\)$"):
+        configs.make_config("plain", {"epochs": True})
+    with pytest.raises(ParamError, match=r"^epochs: expected an integer, got 1.5; write e.g. 6 "):
+        configs.make_config("oltr", {"epochs": 1.5})  # the method's own default
+    with pytest.raises(ParamError, match=r"^lr: expected a finite number, got -.inf"):
+        configs.make_config("plain", {"lr": -math.inf})
+    with pytest.raises(ParamError, match=r"^ks: expected a list of integers or null, got \[20, '100'\]"):
+        configs.make_config("kt", {"ks": [20, "100"]})
+    with pytest.raises(ParamError, match=r"^sampler_params: expected finite numbers, got \{alpha: .nan\}"):
+        configs.make_config("plain", {"sampler_params": {"alpha": math.nan}})
+    # valid values of every shape still build
+    cfg = configs.make_config("plain", {"lr": 1, "milestones": [3, 6], "weights": None, "nesterov": True})
+    assert cfg.lr == 1 and cfg.milestones == (3, 6)
+
+
+def test_value_errors_name_the_key():
+    with pytest.raises(ParamError) as err:
+        configs.make_config("plain", {"epochs": 0})
+    assert err.value.key == "epochs"
+    cfg = _set(default_config(), "runs.plain.params.lr", -1.0)
+    with pytest.raises(ConfigError, match=r"^runs\.plain\.params\.lr: must be > 0, got -1.0$"):
+        validate_config(cfg)
+
+
 def test_bad_value_names_the_key():
     with pytest.raises(ValueError, match="backbone"):
         configs.make_config("plain", {"backbone": "vgg99"})
@@ -82,13 +145,24 @@ def test_bad_value_names_the_key():
 # ------------------------------------------------------------------------------ check_config
 
 
-@pytest.mark.parametrize("path", ["config.yaml", "tests/configs/smoke.yaml", "tests/configs/large.yaml"])
+# layered on config.yaml (see their headers), merged in order as Snakemake does
+LAYERED = {"tests/configs/large.yaml": ["tests/configs/large.yaml"],
+           "benchmarks/configs/paper_scale.yaml": ["benchmarks/configs/paper_scale.yaml"],
+           "benchmarks/configs/paper_scale_main.yaml": ["benchmarks/configs/paper_scale.yaml",
+                                                        "benchmarks/configs/paper_scale_main.yaml"]}
+SHIPPED = ["config.yaml", *(str(p.relative_to(ROOT)) for pattern in
+                            ("config/presets/*.yaml", "tests/configs/*.yaml", "benchmarks/configs/*.yaml")
+                            for p in sorted(ROOT.glob(pattern)))]
+
+
+@pytest.mark.parametrize("path", SHIPPED)
 def test_shipped_configs_pass(path):
-    cfg = yaml.safe_load((ROOT / path).read_text())
-    if path.endswith("large.yaml"):  # layered on config.yaml (see its header), merged as Snakemake does
-        layered = default_config()
-        update_config(layered, cfg)
-        cfg = layered
+    if path in LAYERED:
+        cfg = default_config()
+        for layer in LAYERED[path]:
+            update_config(cfg, yaml.safe_load((ROOT / layer).read_text()))
+    else:
+        cfg = yaml.safe_load((ROOT / path).read_text())
     validate_config(cfg)
 
 
@@ -113,6 +187,50 @@ def _set(cfg: dict, dotted: str, value) -> dict:
 def test_malformed_config_names_the_key(dotted, value, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         validate_config(_set(default_config(), dotted, value))
+
+
+def test_shipped_configs_stay_finite_and_feasible_on_the_default():
+    """The default config's numbers sit inside Fashion-MNIST's pools; one past them is refused."""
+    cur = "datasets.fmnist_lt.curation"
+    for key, value in (("test_per_class", 1001), ("open_per_class", 1001), ("val_per_class", 5001)):
+        with pytest.raises(ConfigError, match=rf"^{cur}\.{key}: "):
+            validate_config(_set(default_config(), f"{cur}.{key}", value))
+    validate_config(_set(default_config(), f"{cur}.test_per_class", 1000))
+
+
+def test_known_source_pools_match_the_debian_fashion_mnist():
+    root = sources.DEBIAN_FASHION_MNIST
+    if not (root / "train-labels-idx1-ubyte.gz").is_file():
+        pytest.skip("dataset-fashion-mnist is not installed")
+    shape = KNOWN_SOURCES["fashion_mnist"]
+    assert shape.class_names == sources.FASHION_MNIST_CLASSES
+    for split, n in (("train", shape.train_per_class), ("t10k", shape.test_per_class)):
+        labels = sources.read_idx(root / f"{split}-labels-idx1-ubyte.gz")
+        assert np.bincount(labels).tolist() == [n] * shape.n_classes
+
+
+def _tiny_source(test_per_class: int = 3) -> SourceData:
+    """4 classes named c0..c3 (a CIFAR-layout copy names its classes otherwise than CIFAR)."""
+    train = np.repeat(np.arange(4), 20)
+    test = np.repeat(np.arange(4), test_per_class)
+    images = {"train": np.zeros((len(train), 2, 2), np.uint8), "test": np.zeros((len(test), 2, 2), np.uint8)}
+    return SourceData("tiny", ("c0", "c1", "c2", "c3"), {"train": train, "test": test}, images=images)
+
+
+@pytest.mark.parametrize("key, value, message, fits", [
+    ("test_per_class", 4, r"curation\.test_per_class: class 'c0' has 3 test images, fewer than test_per_class 4", 3),
+    ("open_per_class", 5, r"curation\.open_per_class: class 'c3' has 3 test images, fewer than open_per_class 5", 3),
+    ("open_classes", ["c3", "3"], r"curation\.open_classes: '3' names class 'c3', listed before", ["c3"]),
+    ("known_classes", ["c0", "c1", "0"], r"curation\.known_classes: '0' names class 'c0', listed before",
+     ["c0", "c1"]),
+])
+def test_curation_refuses_what_parse_time_cannot_know(key, value, message, fits):
+    """Where class names and pool sizes come from the data, curation names the key; never a cap."""
+    cur = {"n_max": 10, "imbalance_factor": 5, "val_per_class": 2,
+           "open_classes": [] if key == "known_classes" else ["c3"]}
+    with pytest.raises(DataError, match=message):
+        curate(_tiny_source(), CurationConfig.from_dict({**cur, key: value}), seed=0)
+    curate(_tiny_source(), CurationConfig.from_dict({**cur, key: fits}), seed=0)  # what the pool holds: accepted
 
 
 def test_init_from_cycle_is_rejected():

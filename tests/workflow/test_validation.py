@@ -108,6 +108,69 @@ CASES: dict[str, tuple[Callable[[dict], None], list[str]]] = {
     "modulator_from_unknown_dataset": (
         _set("runs.mfm", {"method": "mfm", "params": {"modulator_from": {"dataset": "nowhere", "run": "plain"}}}),
         ["runs.mfm.params.modulator_from.dataset", "nowhere"]),
+    # method parameters are typed strictly (bool is not an int, 1.5 is not an integer) and finite
+    "epochs_fraction": (_set("runs.plain.params.epochs", 1.5),
+                        ["runs.plain.params.epochs: expected an integer, got 1.5", "write e.g."]),
+    "epochs_bool": (_set("runs.plain.params.epochs", True),
+                    ["runs.plain.params.epochs: expected an integer, got true"]),
+    "epochs_word": (_set("runs.plain.params.epochs", "ten"),
+                    ["runs.plain.params.epochs: expected an integer, got 'ten'"]),
+    "lr_bool": (_set("runs.plain.params.lr", True), ["runs.plain.params.lr: expected a number, got true"]),
+    "lr_nan": (_set("runs.plain.params.lr", float("nan")),
+               ["runs.plain.params.lr: expected a finite number, got .nan"]),
+    "lr_inf": (_set("runs.plain.params.lr", float("inf")),
+               ["runs.plain.params.lr: expected a finite number, got .inf"]),
+    "backbone_number": (_set("runs.plain.params.backbone", 18),
+                        ["runs.plain.params.backbone: expected a string, got 18"]),
+    "nesterov_word": (_set("runs.plain.params.nesterov", "yes"),
+                      ["runs.plain.params.nesterov: expected true or false, got 'yes'"]),
+    "milestones_fraction": (_set("runs.plain.params.milestones", [3, 4.5]),
+                            ["runs.plain.params.milestones: expected a list of integers"]),
+    "loss_param_nan": (_set("runs.plain.params.loss_params", {"beta": float("nan")}),
+                       ["runs.plain.params.loss_params: expected finite numbers", ".nan"]),
+    "child_epochs_bool": (_set("runs.crt", {"method": "crt", "init_from": "plain", "params": {"epochs": True}}),
+                          ["runs.crt.params.epochs: expected an integer, got true"]),
+    # every other number: finite, and an integer where the schema says integer (it accepts 5.0)
+    "imbalance_nan": (_set(f"{CUR}.imbalance_factor", float("nan")),
+                      [f"{CUR}.imbalance_factor: expected a finite number, got .nan"]),
+    "open_threshold_inf": (_set("open_threshold", float("inf")), ["open_threshold", "inf"]),
+    "val_per_class_fraction_zero": (_set(f"{CUR}.val_per_class", 5.0),
+                                    [f"{CUR}.val_per_class: expected an integer, got 5.0; write 5"]),
+    # paper_results: {dataset: {run: {metric: number in %}}}
+    "paper_result_word": (_set(f"paper_results.{DS}", {"plain": {"closed/overall/top1": "high"}}),
+                          [f"paper_results.{DS}.plain.closed/overall/top1", "'high'", "number"]),
+    "paper_result_bool": (_set(f"paper_results.{DS}", {"plain": {"closed/overall/top1": True}}),
+                          [f"paper_results.{DS}.plain.closed/overall/top1", "number"]),
+    "paper_result_not_percent": (_set(f"paper_results.{DS}", {"plain": {"closed/overall/top1": 731}}),
+                                 [f"paper_results.{DS}.plain.closed/overall/top1", "731", "100"]),
+    "paper_result_without_metric": (_set(f"paper_results.{DS}", {"plain": 73.1}),
+                                    [f"paper_results.{DS}.plain", "object"]),
+    # feasibility against Fashion-MNIST's 6000 train / 1000 test images per class
+    "val_per_class_above_pool": (_set(f"{CUR}.val_per_class", 6000),
+                                 [f"{CUR}.val_per_class: each class needs 6000 validation", "6000 training images"]),
+    "n_max_above_pool": (_set(f"{CUR}.n_max", 6000), [f"{CUR}.n_max", "lower n_max to 5995 or less"]),
+    "meta_carve_out_above_pool": (_many(_set(f"{CUR}.meta_per_class", 5990), _set(f"{CUR}.meta_mode", "disjoint")),
+                                  [f"{CUR}.meta_per_class", "5990 meta"]),
+    "test_per_class_above_pool": (_set(f"{CUR}.test_per_class", 5000),
+                                  [f"{CUR}.test_per_class: 5000 is more than the 1000 test images", "null"]),
+    "open_per_class_above_pool": (_set(f"{CUR}.open_per_class", 1500), [f"{CUR}.open_per_class", "1500", "1000"]),
+    "cifar100_n_max_above_pool": (_many(_set(SRC, {"name": "cifar100"}), _set(f"{CUR}.open_classes", []),
+                                        _set(f"{CUR}.n_max", 500)), [f"{CUR}.n_max", "cifar100", "500"]),
+    "source_name_typo": (_set(f"{SRC}.name", "fashion-mnist"), [f"{SRC}.name", "'fashion-mnist'", "fashion_mnist"]),
+    # a class listed twice, also by name and by index
+    "open_class_by_name_and_index": (_set(f"{CUR}.open_classes", ["Bag", 8]),
+                                     [f"{CUR}.open_classes: 'Bag' and 8 name the same class"]),
+    "open_class_twice": (_set(f"{CUR}.open_classes", ["Bag", "Bag"]), [f"{CUR}.open_classes: 'Bag' is listed twice"]),
+    "known_class_by_name_and_index": (_set(f"{CUR}.known_classes", ["Coat", "Dress", 4]),
+                                      [f"{CUR}.known_classes", "'Coat' and 4"]),
+    "open_class_index_out_of_range": (_set(f"{CUR}.open_classes", [10]), [f"{CUR}.open_classes", "10", "0-9"]),
+    "open_class_index_also_known": (_set(f"{CUR}.known_classes", [8, 0, 1]), [f"{CUR}.open_classes", "known_classes"]),
+    "image_folder_class_twice": (_many(_set(SRC, {"name": "image_folder", "root": "/data"}),
+                                       _set(f"{CUR}.open_classes", ["cat", "cat"])),
+                                 [f"{CUR}.open_classes", "'cat' is listed twice"]),
+    "glyph_class_by_name_and_index": (_many(_set(SRC, {"name": "glyphs", "classes": ["A", "B", "C", "D"]}),
+                                            _set(f"{CUR}.open_classes", ["D", 3])),
+                                      [f"{CUR}.open_classes", "'D' and 3"]),
 }
 
 
@@ -149,7 +212,8 @@ def test_malformed_config_fails_with_one_line_naming_the_key(case: str) -> None:
 
 # Through the real workflow: parse-time failure, no job, no results/ directory.
 DRY_RUN_CASES = ["unknown_method", "negative_imbalance", "missing_dataset_source", "meta_k_above_smallest_class",
-                 "misspelt_source_option"]
+                 "misspelt_source_option", "epochs_bool", "lr_nan", "paper_result_word", "test_per_class_above_pool",
+                 "open_class_by_name_and_index"]
 
 
 @pytest.fixture(scope="module")

@@ -2,25 +2,59 @@
 
 They read the config as Snakemake's ``validate`` leaves it (the schema's defaults filled in);
 :func:`validate_config` does both steps for code outside Snakemake. Each problem raises
-:class:`ConfigError` with one line that names the offending key.
+:class:`ConfigError` with one line that names the offending key and the fix. Beyond the schema:
+method parameters against their dataclass's annotations (strictly: bool is not an int), every
+number finite, the schema's integers integral, class lists resolved to classes (no class twice),
+and curation's draws within the per-class pools of sources whose size is known without data.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
-from typing import Mapping, MutableMapping
+from typing import Any, Mapping, MutableMapping
 
 import numpy as np
+import yaml
 
 from .curation import class_sizes
+from .glyphs import EMNIST_BALANCED
 from .methods import make_config
+from .methods.config import ParamError, yaml_repr
 from .sources import FASHION_MNIST_CLASSES
 from .targets import check_targets
 
 SCHEMA = Path(__file__).resolve().parents[2] / "rules" / "schemas" / "config.schema.yaml"
 
-# Class names known without reading data, to check open/known class lists early.
-STATIC_CLASS_NAMES = {"fashion_mnist": FASHION_MNIST_CLASSES}
+
+@dataclass(frozen=True)
+class SourceShape:
+    """What is known of a source without reading its data: its classes, and for a released
+    dataset of fixed size its images per class (an upper bound on what curation can draw)."""
+
+    n_classes: int
+    class_names: tuple[str, ...] | None = None  # None: read from the data
+    train_per_class: int | None = None
+    test_per_class: int | None = None
+
+
+# CIFAR's class names come from its meta file (a CIFAR-layout copy may name them otherwise), so
+# only class indices are checked there.
+KNOWN_SOURCES = {
+    "fashion_mnist": SourceShape(10, FASHION_MNIST_CLASSES, 6000, 1000),
+    "cifar10": SourceShape(10, None, 5000, 1000),
+    "cifar100": SourceShape(100, None, 500, 100),
+}
+
+
+def source_shape(source: Mapping) -> SourceShape | None:
+    """The shape of a dataset's source block, or None where only its data can tell."""
+    if source["name"] == "glyphs":  # the classes are the block's characters; pools depend on the fonts
+        names = tuple(str(c) for c in source.get("classes") or EMNIST_BALANCED)
+        return SourceShape(len(names), names)
+    return KNOWN_SOURCES.get(source["name"])
 
 
 class ConfigError(ValueError):
@@ -63,6 +97,8 @@ def check_config(config: Mapping) -> None:
     for name, run in runs.items():
         try:
             make_config(run["method"], run["params"])
+        except ParamError as exc:
+            raise ConfigError(f"runs.{name}.params.{exc.key}: {exc.problem}") from None
         except ValueError as exc:
             raise ConfigError(f"runs.{name}: {exc}") from None
         parent = run["init_from"]
@@ -74,6 +110,8 @@ def check_config(config: Mapping) -> None:
                 raise ConfigError(f"runs.{name}.init_from: cycle through '{parent}'")
             seen.add(parent)
             parent = runs[parent]["init_from"]
+    _check_finite(config, "")
+    _check_integers(config)
     shots = config["shots"]
     if shots["few"] > shots["many"]:
         raise ConfigError(f"shots: few ({shots['few']}) must not exceed many ({shots['many']})")
@@ -96,6 +134,69 @@ def check_config(config: Mapping) -> None:
         raise ConfigError(str(exc)) from None
 
 
+def _check_finite(node: Any, path: str) -> None:
+    """YAML's .nan and .inf pass every schema bound (comparisons with NaN are false)."""
+    if isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{path or '<top level>'}: expected a finite number, got {yaml_repr(node)}")
+    items = node.items() if isinstance(node, Mapping) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        _check_finite(value, f"{path}.{key}" if path else str(key))
+
+
+@lru_cache(maxsize=1)
+def _strict_validator() -> Any:
+    """The schema's validator with JSON Schema's integer narrowed to Python's: the standard one
+    accepts 20.0 (and curation then slices with it)."""
+    from jsonschema import Draft202012Validator, validators
+
+    checker = Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    strict = validators.extend(Draft202012Validator, type_checker=checker)
+    return strict(yaml.safe_load(SCHEMA.read_text()))
+
+
+def _check_integers(config: Mapping) -> None:
+    from jsonschema.exceptions import best_match
+
+    err = best_match(_strict_validator().iter_errors(config))
+    if err is None:
+        return
+    path = ".".join(str(p) for p in err.absolute_path) or "<top level>"
+    value = err.instance
+    if isinstance(value, float) and value.is_integer():
+        raise ConfigError(f"{path}: expected an integer, got {value!r}; write {int(value)}")
+    raise ConfigError(f"{path}: {err.message}")
+
+
+def _resolve_classes(key: str, entries: list, src: str, shape: SourceShape | None) -> list:
+    """The class each entry of a class list names: its index where the source's classes are known
+    without data (a name first, then a digit string as an index, as curation resolves them), else
+    its spelling. Refuses classes the source lacks and a class listed twice."""
+    names = shape.class_names if shape else None
+    idents: list = []
+    for c in entries:
+        s = str(c)
+        if names is not None and s in names:
+            ident: Any = names.index(s)
+        elif shape is not None and s.isdigit():
+            if int(s) >= shape.n_classes:
+                raise ConfigError(f"{key}: class index {s} is out of range; {src} has classes 0-{shape.n_classes - 1}")
+            ident = int(s)
+        elif names is not None:
+            raise ConfigError(f"{key}: class '{s}' is not a class of {src}; classes: {list(names)} "
+                              f"or their indices 0-{len(names) - 1}")
+        else:
+            ident = s
+        if ident in idents:
+            first = entries[idents.index(ident)]
+            what = (f"{yaml_repr(first)} and {yaml_repr(c)} name the same class"
+                    + (f" ({names[ident]})" if names is not None else "")) if str(first) != s else \
+                f"{yaml_repr(c)} is listed twice"
+            raise ConfigError(f"{key}: {what}; list each class once")
+        idents.append(ident)
+    return idents
+
+
 def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
     key = f"datasets.{dname}"
     for r in ds["runs"]:
@@ -106,18 +207,12 @@ def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
             raise ConfigError(f"{key}.runs: '{r}' starts from '{parent}', which must be listed too")
     cur = ds["curation"]
     src = ds["source"]["name"]
-    names = STATIC_CLASS_NAMES.get(src)
-    open_cls = [str(c) for c in cur["open_classes"]]
-    known_cls = [str(c) for c in cur["known_classes"]]
-    if names is not None:
-        for c in open_cls + known_cls:
-            if c not in names and not (c.isdigit() and int(c) < len(names)):
-                raise ConfigError(f"{key}.curation: class '{c}' is not a class of {src}; classes: {list(names)}")
-    both = sorted(set(open_cls) & set(known_cls))
+    shape = source_shape(ds["source"])
+    open_ids = _resolve_classes(f"{key}.curation.open_classes", cur["open_classes"], src, shape)
+    known_ids = _resolve_classes(f"{key}.curation.known_classes", cur["known_classes"], src, shape)
+    both = [c for c, i in zip(cur["open_classes"], open_ids) if i in known_ids]
     if both:
         raise ConfigError(f"{key}.curation.open_classes: {both} also listed in known_classes; a class is open or known")
-    if len(set(open_cls)) != len(open_cls):
-        raise ConfigError(f"{key}.curation.open_classes: a class is listed twice")
     profile = cur["profile"]
     n_max, imb = cur["n_max"], cur["imbalance_factor"]
     if profile in ("exponential", "step") and n_max / imb < 1:
@@ -131,13 +226,42 @@ def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
                           f"imbalanced tests under 1 image (test_per_class {n_test}); lower it")
     if profile == "pareto" and cur["n_min"] > n_max:
         raise ConfigError(f"{key}.curation.n_min: larger than n_max")
-    if names is not None and profile not in ("none", "lists"):
-        n_known = len(known_cls) or len(names) - len(open_cls)
-        if n_known < 2:
-            raise ConfigError(f"{key}.curation.open_classes: leaves {n_known} known class; need at least 2")
-        sizes = class_sizes(profile, n_known, n_max, imb, n_min=cur["n_min"], pareto_alpha=cur["pareto_alpha"],
-                            step_fraction=cur["step_fraction"], rng=np.random.default_rng(cur["seed"]))
-        k = cur["meta_per_class"]
-        if cur["meta_mode"] == "development" and k > sizes.min():
-            raise ConfigError(f"{key}.curation.meta_per_class: {k} is larger than the smallest class "
-                              f"({int(sizes.min())} images); lower it")
+    if shape is None or profile == "lists":  # lists: the source's own splits, as they are
+        return
+    n_known = len(known_ids) or shape.n_classes - len(open_ids)
+    if n_known < 2:
+        raise ConfigError(f"{key}.curation.open_classes: leaves {n_known} known class; need at least 2")
+    sizes = None if profile == "none" else class_sizes(
+        profile, n_known, n_max, imb, n_min=cur["n_min"], pareto_alpha=cur["pareto_alpha"],
+        step_fraction=cur["step_fraction"], rng=np.random.default_rng(cur["seed"]))
+    k = cur["meta_per_class"]
+    if sizes is not None and cur["meta_mode"] == "development" and k > sizes.min():
+        raise ConfigError(f"{key}.curation.meta_per_class: {k} is larger than the smallest class "
+                          f"({int(sizes.min())} images); lower it")
+    if shape.train_per_class is not None:
+        _check_pools(f"{key}.curation", cur, src, shape, 1 if sizes is None else int(sizes.max()))
+
+
+def _check_pools(key: str, cur: Mapping, src: str, shape: SourceShape, largest: int) -> None:
+    """Curation draws val (and a disjoint meta set) from each known class's training images ahead
+    of its training images, and test / open images from its test images: a released dataset's
+    fixed pool sizes bound all of them."""
+    pool, val = shape.train_per_class, cur["val_per_class"]
+    meta = cur["meta_per_class"] if cur["meta_mode"] == "disjoint" else 0
+    need = val + meta + largest
+    if need > pool:
+        # blame the largest share (profile none keeps whatever is left, so never n_max there)
+        shares = {"val_per_class": val, "meta_per_class": meta, "n_max": largest if cur["profile"] != "none" else 0}
+        blame = max(shares, key=shares.__getitem__)
+        # (lowering n_max by the excess fits only when the largest class has n_max images)
+        fits = cur[blame] - (need - pool) if blame != "n_max" or largest == cur["n_max"] else 0
+        fix = f"lower {blame} to {fits} or less" if fits >= 1 else "lower n_max, val_per_class or meta_per_class"
+        train = "at least 1 training image" if cur["profile"] == "none" else \
+            f"{largest} training images (largest class)"
+        raise ConfigError(f"{key}.{blame}: each class needs {val} validation + {meta} meta + {train} = {need} "
+                          f"images, but {src} has {pool} training images per class; {fix}")
+    for name, what in (("test_per_class", "known"), ("open_per_class", "open")):
+        n = cur[name]
+        if n is not None and n > shape.test_per_class:
+            raise ConfigError(f"{key}.{name}: {n} is more than the {shape.test_per_class} test images of each "
+                              f"{what} class of {src}; lower it to {shape.test_per_class} or less, or null (all)")

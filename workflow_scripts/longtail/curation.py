@@ -145,6 +145,9 @@ def _resolve_classes(names: Sequence[str], wanted: Sequence[str], what: str) -> 
             out.append(int(w))
         else:
             raise DataError(f"{what} class '{w}' is not a class of this source; classes are {list(names)}")
+        if out.count(out[-1]) > 1:  # by name and by index, or twice the same
+            raise DataError(f"curation.{what}_classes: '{w}' names class '{names[out[-1]]}', listed before; "
+                            "list each class once")
     return out
 
 
@@ -202,7 +205,8 @@ def _curate_profile(source: SourceData, cfg: CurationConfig, seed: int) -> tuple
     for label, (c, n_c) in enumerate(zip(known, sizes)):
         pool = pools[c]
         if n_c < 1:
-            raise DataError(f"class '{names[c]}' would get {n_c} training images; lower imbalance_factor")
+            fix = "val_per_class or meta_per_class" if cfg.profile == "none" else "imbalance_factor"
+            raise DataError(f"class '{names[c]}' would get {n_c} training images; lower {fix}")
         if len(pool) < reserved + n_c:
             raise DataError(
                 f"class '{names[c]}' has {len(pool)} source images but val/meta/train need "
@@ -228,7 +232,7 @@ def _curate_profile(source: SourceData, cfg: CurationConfig, seed: int) -> tuple
             # development set: copies of training images (MFM sec. 3.2, mode b)
             dev = train[: min(cfg.meta_per_class, n_c)]
             add("meta", "train", dev, label, names[c], int(n_c), group, prefix="dev-")
-        test = np.flatnonzero(source.labels["test"] == c)
+        test = _test_pool(source, c, cfg.test_per_class, "test_per_class")
         if cfg.test_per_class is not None:
             test = rng.permutation(test)[: cfg.test_per_class]
         add("test", "test", np.sort(test), label, names[c], int(n_c), group)
@@ -236,12 +240,21 @@ def _curate_profile(source: SourceData, cfg: CurationConfig, seed: int) -> tuple
         raise ValueError(f"meta_mode must be disjoint or development, got '{cfg.meta_mode}'")
 
     for c in open_ids:
-        test = np.flatnonzero(source.labels["test"] == c)
+        test = _test_pool(source, c, cfg.open_per_class, "open_per_class")
         if cfg.open_per_class is not None:
             test = rng.permutation(test)[: cfg.open_per_class]
         add("open", "test", np.sort(test), -1, names[c], 0, "open")
 
     return _tables(rows, cfg.shots, source)
+
+
+def _test_pool(source: SourceData, c: int, n: int | None, key: str) -> np.ndarray:
+    """Test images of class ``c``; asking for more than it has is an error, never a silent cap."""
+    idx = np.flatnonzero(source.labels["test"] == c)
+    if n is not None and len(idx) < n:
+        raise DataError(f"curation.{key}: class '{source.class_names[c]}' has {len(idx)} test images, fewer than "
+                        f"{key} {n}; lower it to {len(idx)} or less, or null (all)")
+    return idx
 
 
 def _own_pool(source: SourceData, split: str, c: int, n: int, rng: np.random.Generator) -> np.ndarray:

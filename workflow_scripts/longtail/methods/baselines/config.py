@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .. import register_config
-from ..config import TrainConfig, check_positive
+from ..config import ParamError, TrainConfig, check_positive
 
 
 @register_config("ldam")
@@ -30,9 +30,10 @@ class LDAMConfig(TrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.head != "cosine":
-            raise ValueError(f"head must be 'cosine' for ldam (normalised logits), got '{self.head}'")
+            raise ParamError("head", f"head must be 'cosine' for ldam (normalised logits), got '{self.head}'")
         if "scale" in self.loss_params:
-            raise ValueError("loss_params.scale is not used by method ldam: set cosine_scale instead")
+            raise ParamError("loss_params.scale",
+                             "loss_params.scale is not used by method ldam: set cosine_scale instead")
 
 
 @register_config("range_loss")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .. import register_config
-from ..config import BACKBONES, HEADS, TrainConfig, check_choice, check_positive
+from ..config import BACKBONES, HEADS, ParamError, TrainConfig, check_choice, check_field_types, check_positive
 
 DISTANCES = ("eucos", "euclidean")
 
@@ -26,7 +26,8 @@ def _check_inherited(cfg: Any) -> None:
     if cfg.head is not None:
         check_choice("head", cfg.head, HEADS)
     if getattr(cfg, "weights", None) is not None:
-        raise ValueError("weights: a classifier-stage method takes its backbone from init_from; set weights: null")
+        raise ParamError("weights",
+                         "weights: a classifier-stage method takes its backbone from init_from; set weights: null")
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class HeadTrainConfig(TrainConfig):
     sampler_params: Mapping[str, Any] = field(default_factory=lambda: {"per_class": 4})
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _check_inherited(self)
         if self.backbone is None or self.head is None:
             # check every other field with placeholder architecture values (the copy's own
@@ -76,6 +78,7 @@ class FrozenBackboneConfig:
     eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         _check_inherited(self)
         check_positive("eval_batch_size", self.eval_batch_size)
 
@@ -100,7 +103,7 @@ class TauNormConfig(FrozenBackboneConfig):
         if self.tau is not None:
             check_positive("tau", self.tau, strict=False)
         if self.head not in (None, "linear"):
-            raise ValueError(f"head: tau_norm rescales a linear classifier, got '{self.head}'")
+            raise ParamError("head", f"head: tau_norm rescales a linear classifier, got '{self.head}'")
 
 
 @register_config("ncm")
@@ -136,7 +139,8 @@ class OpenMaxConfig(FrozenBackboneConfig):
         super().__post_init__()
         check_choice("distance", self.distance, DISTANCES)
         if self.tail_size < 2:
-            raise ValueError(f"tail_size must be >= 2 (a Weibull has two parameters), got {self.tail_size}")
+            raise ParamError("tail_size",
+                             f"tail_size must be >= 2 (a Weibull has two parameters), got {self.tail_size}")
         if self.alpha < 1:
-            raise ValueError(f"alpha must be >= 1, got {self.alpha}")
+            raise ParamError("alpha", f"alpha must be >= 1, got {self.alpha}")
         check_positive("euclidean_weight", self.euclidean_weight, strict=False)

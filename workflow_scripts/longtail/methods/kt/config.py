@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .. import register_config
-from ..config import TrainConfig, check_choice, check_positive
+from ..config import ParamError, TrainConfig, check_choice, check_field_types, check_positive
 
 ATTENTION_DIRECTIONS = ("p->w", "w->p", "w->w", "p->p")  # Table 6; "p->w" is Eqs. 4-6
 APPLY_TO = ("all", "tail")
@@ -38,7 +38,8 @@ class MaskedTrainConfig(TrainConfig):
         super().__post_init__()
         check_positive("exclude_fewer_than", self.exclude_fewer_than, strict=False)
         if any(int(c) < 0 for c in self.exclude_labels):
-            raise ValueError(f"exclude_labels must be class indices >= 0, got {list(self.exclude_labels)}")
+            raise ParamError("exclude_labels",
+                             f"exclude_labels must be class indices >= 0, got {list(self.exclude_labels)}")
 
 
 def excluded_classes(parent_config: dict, counts: Sequence[int]) -> list[int]:
@@ -96,13 +97,14 @@ class KTConfig:
     include_prototypes: bool | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         check_choice("classifier", self.classifier, CLASSIFIERS)
         used = CLASSIFIER_PARAMS[self.classifier]
         for key in ("tau", "attention", "apply_to", "k", "ks", "include_prototypes"):
             if key not in used:
                 if getattr(self, key) is not None:
-                    raise ValueError(f"{key}: classifier '{self.classifier}' does not read it; "
-                                     f"it reads {list(used) or 'none'}")
+                    raise ParamError(key, f"{key}: classifier '{self.classifier}' does not read it; "
+                                          f"it reads {list(used) or 'none'}")
             elif getattr(self, key) is None:  # the default, resolved here so model.pt records it
                 object.__setattr__(self, key, DEFAULT_KS[self.classifier] if key == "ks" else DEFAULTS[key])
         if self.scale is not None:
@@ -117,7 +119,7 @@ class KTConfig:
             check_positive("k", self.k, strict=False)
         if self.ks is not None:
             if not self.ks:
-                raise ValueError("ks must list at least one threshold k")
+                raise ParamError("ks", "ks must list at least one threshold k")
             for k in self.ks:
                 check_positive("ks", k, strict=False)
 

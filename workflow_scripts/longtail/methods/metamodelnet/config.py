@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .. import register_config
-from ..config import BACKBONES, check_choice, check_positive
+from ..config import BACKBONES, ParamError, check_choice, check_field_types, check_positive
 
 SPLITS = ("recur", "fix", "regression")
 
@@ -53,6 +53,7 @@ class MetaModelNetConfig:
     eval_batch_size: int = 1024
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         if self.backbone is not None:
             check_choice("backbone", self.backbone, BACKBONES)
         check_choice("split", self.split, SPLITS)
@@ -62,13 +63,14 @@ class MetaModelNetConfig:
         for key in ("l2", "weight_decay", "task_weight", "finetune_lr_scale", "leaky_slope"):
             check_positive(key, getattr(self, key), strict=False)
         if not self.subsets or any(int(s) < 1 for s in self.subsets):
-            raise ValueError(f"subsets must be a non-empty list of positive counts, got {list(self.subsets)}")
+            raise ParamError("subsets",
+                             f"subsets must be a non-empty list of positive counts, got {list(self.subsets)}")
         for key in ("head_threshold", "tail_threshold", "hidden"):
             v = getattr(self, key)
             if v is not None:
                 check_positive(key, v)
         if self.regressor_depth < 2 and self.split == "regression":
-            raise ValueError("regressor_depth must be >= 2 (a hidden layer)")
+            raise ParamError("regressor_depth", "regressor_depth must be >= 2 (a hidden layer)")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .. import register_config
-from ..config import TrainConfig, check_choice, check_positive
+from ..config import ParamError, TrainConfig, check_choice, check_positive
 
 META_OPTIMIZERS = ("adam", "sgd")
 GAMMA_ACTIVATIONS = ("softmax", "film")
@@ -44,9 +44,10 @@ class BilevelConfig(TrainConfig):
 
 def _check_layers(layers: Any) -> None:
     if not isinstance(layers, tuple) or not layers or not all(isinstance(s, str) and s for s in layers):
-        raise ValueError(f"layers must be a non-empty list of module names (e.g. [backbone.fc]), got {layers!r}")
+        raise ParamError("layers",
+                         f"layers must be a non-empty list of module names (e.g. [backbone.fc]), got {layers!r}")
     if len(set(layers)) != len(layers):
-        raise ValueError(f"layers: a module is listed twice in {list(layers)}")
+        raise ParamError("layers", f"layers: a module is listed twice in {list(layers)}")
 
 
 @dataclass(frozen=True)
@@ -105,14 +106,16 @@ class MFMConfig(_ModulationConfig):
         check_positive("hash_dim", self.hash_dim, strict=False)
         if self.modulator == "phi":
             if self.meta_optimizer != "sgd":
-                raise ValueError("meta_optimizer: modulator phi updates per-sample rows by plain SGD; set sgd")
+                raise ParamError("meta_optimizer",
+                                 "meta_optimizer: modulator phi updates per-sample rows by plain SGD; set sgd")
             if self.hash_dim or self.modulator_from is not None:
                 raise ValueError("hash_dim / modulator_from belong to the modulator network: set modulator: net")
         if self.modulator_from is not None:
             m = self.modulator_from
             if not isinstance(m, Mapping) or set(m) != {"dataset", "run"} or not all(
                     isinstance(v, str) and v for v in m.values()):
-                raise ValueError(f"modulator_from must be {{dataset: <name>, run: <name>}}, got {m!r}")
+                raise ParamError("modulator_from",
+                                 f"modulator_from must be {{dataset: <name>, run: <name>}}, got {m!r}")
 
 
 @register_config("mw_net")

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .. import register_config
-from ..config import TrainConfig, check_choice, check_positive
+from ..config import ParamError, TrainConfig, check_choice, check_positive
 
 ATTENTIONS = ("none", "modulated", "spatial_fmap", "self")
 CENTROID_UPDATES = ("loss", "ema", "fixed")
@@ -76,14 +76,16 @@ class OLTRConfig(TrainConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.head != "cosine":
-            raise ValueError(f"head must be 'cosine' for OLTR (squashing cosine classifier, Eq. 6), got '{self.head}'")
+            raise ParamError("head",
+                             f"head must be 'cosine' for OLTR (squashing cosine classifier, Eq. 6), got '{self.head}'")
         check_choice("attention", self.attention, ATTENTIONS)
         check_choice("centroid_update", self.centroid_update, CENTROID_UPDATES)
         check_choice("centroid_loss_on", self.centroid_loss_on, CENTROID_LOSS_ON)
         check_choice("embedding", self.embedding, EMBEDDINGS)
         check_choice("hallucinator_init", self.hallucinator_init, HALLUCINATOR_INITS)
         if self.squash_power not in (1, 2):
-            raise ValueError(f"squash_power must be 1 (authors' code) or 2 (paper Eq. 6), got {self.squash_power}")
+            raise ParamError("squash_power",
+                             f"squash_power must be 1 (authors' code) or 2 (paper Eq. 6), got {self.squash_power}")
         if self.selector and not self.memory:
             raise ValueError("selector needs memory: the concept selector gates the memory feature (Eq. 2)")
         for key in ("reachability_scale", "cosine_scale", "attention_reduction"):
@@ -91,5 +93,5 @@ class OLTRConfig(TrainConfig):
         for key in ("centroid_weight", "repel_weight", "margin", "backbone_lr_scale", "centroid_lr_scale"):
             check_positive(key, getattr(self, key), strict=False)
         if not 0 <= self.centroid_momentum < 1:
-            raise ValueError(f"centroid_momentum must be in [0, 1), got {self.centroid_momentum}")
+            raise ParamError("centroid_momentum", f"centroid_momentum must be in [0, 1), got {self.centroid_momentum}")
 
