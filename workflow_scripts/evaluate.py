@@ -1,4 +1,9 @@
-"""Rule evaluate: long-form metrics and per-class accuracy of one run's predictions."""
+"""Rule evaluate: long-form metrics and per-class accuracy of one run's predictions.
+
+The readers refuse unreadable, corrupted or stale inputs (predictions computed from an earlier
+samples table) in one line naming the file and its rebuild command; the outputs record the
+checksums of the predictions and class counts they were computed from, so that the table and
+summary refuse metrics left behind by a change of those."""
 
 from longtail.contracts import per_class_table, read_class_counts, read_predictions
 from longtail.io import write_parquet
@@ -15,8 +20,9 @@ def main(smk) -> None:
                        threshold=float(smk.params.threshold))
     per_class = per_class_table(per_class_accuracy(preds[preds["split"] == "test"], len(counts)), counts,
                                 w.run, int(w.seed))
-    write_parquet(metrics, smk.output.metrics)
-    write_parquet(per_class, smk.output.per_class)
+    inputs = [smk.input.predictions, smk.input.counts]
+    write_parquet(metrics, smk.output.metrics, inputs)
+    write_parquet(per_class, smk.output.per_class, inputs)
 
 
 if __name__ == "__main__":

@@ -2,14 +2,13 @@
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from longtail.contracts import FEATURE_SPLITS, PREDICTION_SPLITS, features_table, predictions_table, read_samples
 from longtail.curation import imbalanced_test_predictions
 from longtail.data import load_split
 from longtail.device import select_device
-from longtail.io import atomic_path, write_parquet
+from longtail.io import write_parquet, write_table
 from longtail.pipeline import infer, load_trained
 from longtail.runtime import log_to, source_params
 from longtail.sources import load_source
@@ -31,9 +30,11 @@ def main(smk) -> None:
             preds.append(predictions_table(split, logits))
         feats.append(features_table(split, emb, smk.params.feature_dtype))
     # + rows of the imbalanced test splits (copies of test rows: their test predictions)
-    write_parquet(imbalanced_test_predictions(pd.concat(preds, ignore_index=True), samples), smk.output.predictions)
-    with atomic_path(smk.output.features) as tmp:
-        pq.write_table(pa.concat_tables(feats), tmp, row_group_size=65536)  # row groups = shards
+    # both record the samples' checksum: evaluate and the classifier stages refuse them once it changes
+    write_parquet(imbalanced_test_predictions(pd.concat(preds, ignore_index=True), samples), smk.output.predictions,
+                  [smk.input.samples])
+    write_table(pa.concat_tables(feats), smk.output.features, [smk.input.samples],
+                row_group_size=65536)  # row groups = shards
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import pandas as pd
 
+from longtail.contracts import read_metrics
 from longtail.io import write_text
 from longtail.runtime import log_to
 from longtail.tables import build_table, summarise, table_notes, to_latex, to_markdown
@@ -9,7 +10,7 @@ from longtail.tables import build_table, summarise, table_notes, to_latex, to_ma
 
 def main(smk) -> None:
     log_to(smk.log[0])
-    metrics = pd.concat([pd.read_parquet(p) for p in smk.input.metrics], ignore_index=True)
+    metrics = pd.concat([read_metrics(p) for p in smk.input.metrics], ignore_index=True)  # refuses stale ones
     wide = build_table(summarise(metrics), smk.params.runs, smk.params.paper)
     d = smk.wildcards.dataset
     shots = smk.params.shots
@@ -24,7 +25,7 @@ def main(smk) -> None:
     csv = wide.copy()
     csv.insert(0, "dataset", d)
     write_text(csv.to_csv(index=False), smk.output.csv)
-    write_text(to_latex(wide, f"Results on {d}: " + notes[1].replace("%", r"\%")), smk.output.tex)
+    write_text(to_latex(wide, f"Results on {d}: {notes[1]}"), smk.output.tex)  # to_latex escapes it
 
 
 if __name__ == "__main__":

@@ -1,6 +1,8 @@
 """The table contracts: each validator accepts a good table and rejects each kind of bad one with
 one line naming the file and the problem; the builders and the stages' own tables validate; the
-readers round-trip what the workflow writes; the module imports no torch."""
+readers round-trip what the workflow writes; they refuse a truncated file, one whose rows no longer
+match its checksum and one computed from an input that has changed since, in one line naming the
+file and the command that rebuilds it; the module imports no torch."""
 
 import subprocess
 import sys
@@ -17,6 +19,8 @@ from longtail import contracts as C
 from longtail.contracts import ContractError
 from longtail.curation import CurationConfig, curate
 from longtail.data import SplitData
+from longtail.io import recorded_inputs as read_inputs
+from longtail.io import write_parquet, write_table
 from longtail.metrics import evaluate, per_class_accuracy
 from longtail.sources import SourceData
 
@@ -238,3 +242,91 @@ def test_trainer_history_columns_follow_the_contract():
 def test_importing_contracts_loads_no_torch():
     code = "import sys, longtail.contracts; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=ROOT / "workflow_scripts")
+
+
+# ------------------------------------------------------------------------------ integrity
+
+
+READERS = {"samples": C.read_samples, "class counts": C.read_class_counts, "history": C.read_history,
+           "predictions": C.read_predictions, "metrics": C.read_metrics, "per-class metrics": C.read_per_class,
+           "features": C.read_feature_table}
+
+
+def write(table, path: Path, inputs=()) -> Path:
+    (write_table if isinstance(table, pa.Table) else write_parquet)(table, path, inputs)
+    return path
+
+
+def refused(read, path: Path, error: type, *words: str) -> str:
+    """The reader's one-line message: the file, the problem, the command that rebuilds it."""
+    with pytest.raises(error) as info:
+        read(path)
+    msg = str(info.value)
+    assert "\n" not in msg and msg.startswith(f"{path}: "), msg
+    assert f"`snakemake --cores all --forcerun {path}`" in msg, msg
+    for word in words:
+        assert word in msg, msg
+    return msg
+
+
+@pytest.mark.parametrize("name", list(READERS))
+def test_truncated_file_is_named_with_its_rebuild_command(name, curated, predictions, tmp_path):
+    path = write(good_tables(curated, predictions)[name], tmp_path / "t.parquet")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # a copy cut short, a full disk
+    refused(READERS[name], path, C.UnreadableFileError, "unreadable")
+    path.write_bytes(b"")
+    refused(READERS[name], path, C.UnreadableFileError, "unreadable")
+
+
+@pytest.mark.parametrize("name", list(READERS))
+def test_rows_that_do_not_match_the_checksum_are_refused(name, curated, predictions, tmp_path):
+    table = good_tables(curated, predictions)[name]
+    path = write(table, tmp_path / "t.parquet")
+    # the file edited behind the workflow's back: other rows under the recorded metadata
+    t = pq.read_table(path)
+    edited = t.slice(1) if t.num_rows > 1 else t.slice(0, 0)
+    pq.write_table(edited.replace_schema_metadata(t.schema.metadata), path)
+    refused(READERS[name], path, C.UnreadableFileError, "do not match the checksum")
+
+
+def test_stale_input_is_refused_and_a_rewrite_of_the_same_rows_is_not(curated, predictions, tmp_path):
+    samples, _ = curated
+    samples_path = write(samples, tmp_path / "data" / "samples.parquet")
+    preds = write(predictions, tmp_path / "predictions" / "plain" / "seed0.parquet", [samples_path])
+    feats = write(good_tables(curated, predictions)["features"], tmp_path / "features.parquet", [samples_path])
+    pd.testing.assert_frame_equal(C.read_predictions(preds), predictions)
+    # rewritten with the same rows (a rerun of a deterministic job, a copy): still current
+    write(pd.read_parquet(samples_path), samples_path)
+    C.read_predictions(preds), C.read_feature_table(feats)
+    # other rows: what was computed from the old ones is stale
+    changed = samples.copy()
+    changed.loc[0, "class_name"] = "renamed"
+    write(changed, samples_path)
+    shown = f"{tmp_path}/data/samples.parquet"
+    refused(C.read_predictions, preds, C.StaleInputError, "stale", f"earlier {shown}")
+    refused(C.read_feature_table, feats, C.StaleInputError, "stale", f"earlier {shown}")
+    # a filtered read still checks where its rows came from
+    with pytest.raises(C.StaleInputError):
+        C.read_feature_table(feats, filters=[("split", "=", "test")])
+    # an input that is gone is Snakemake's to rebuild, not a reason to refuse
+    samples_path.unlink()
+    C.read_predictions(preds)
+
+
+def test_metrics_record_the_predictions_and_counts_they_come_from(curated, predictions, tmp_path):
+    _, counts = curated
+    preds = write(predictions, tmp_path / "predictions.parquet")
+    counts_path = write(counts, tmp_path / "class_counts.parquet")
+    metrics = evaluate(predictions, counts, dataset="d", method="plain", seed=0, threshold=0.5)
+    out = write(metrics, tmp_path / "metrics" / "seed0.parquet", [preds, counts_path])
+    assert set(read_inputs(out)) == {"../predictions.parquet", "../class_counts.parquet"}
+    C.read_metrics(out)
+    write(predictions.assign(pred=0), preds)
+    refused(C.read_metrics, out, C.StaleInputError, "predictions.parquet")
+
+
+def test_files_that_record_no_checksum_are_read_as_they_are(curated, predictions, tmp_path):
+    path = tmp_path / "p.parquet"
+    predictions.to_parquet(path, index=False)
+    pd.testing.assert_frame_equal(C.read_predictions(path), predictions)

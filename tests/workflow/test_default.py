@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -132,7 +133,11 @@ def test_bad_config_fails_at_parse_time(tmp_path):
 def smoke(tmp_path_factory) -> Path:
     """The real workflow on tests/configs/smoke.yaml, run once; returns its working directory."""
     workdir = tmp_path_factory.mktemp("smoke")
-    check(snakemake(workdir, "--cores", "2"))
+    old = os.umask(0o022)  # the usual umask: outputs must come out 0644, readable on a shared filesystem
+    try:
+        check(snakemake(workdir, "--cores", "2"))
+    finally:
+        os.umask(old)
     return workdir
 
 
@@ -152,6 +157,7 @@ def test_smoke_every_output_exists(smoke):
     ]
     for rel in outputs:
         assert (smoke / rel).is_file() and (smoke / rel).stat().st_size > 0, rel
+        assert stat.S_IMODE((smoke / rel).stat().st_mode) == 0o644, f"{rel}: mode {oct((smoke / rel).stat().st_mode)}"
     # every job left a log and a benchmark record
     for rule in ("curate", "class_distribution", "train", "infer", "evaluate", "table", "summary", "tsne"):
         assert list((smoke / "results/logs" / rule).rglob("*.log")), rule

@@ -14,18 +14,30 @@ Files (under results/): samples and class counts ``data/{dataset}/`` (rule curat
 ``train/{dataset}/{run}/seed{seed}/`` (train); predictions and features
 ``predictions|features/{dataset}/{run}/seed{seed}.parquet`` (infer); metrics and per-class metrics
 ``metrics/{dataset}/{run}/seed{seed}[.per_class].parquet`` (evaluate).
+
+Integrity: ``io.write_parquet`` / ``io.write_table`` record in each file a checksum of its rows and
+the checksums of the tables it was computed from. The readers here refuse, in one line naming the
+file and the Snakemake command that rebuilds it, a file that cannot be read (truncated, not
+parquet), one whose rows no longer match its checksum, and a stale one: a file computed from an
+input whose content has changed since (Snakemake reruns a job when an input is newer than its
+outputs, so this catches what its timestamps miss: an input copied in with its old mtime, outputs
+touched or copied from another run). Files that record no checksum are read as they are.
 """
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from .io import CHECKSUM_KEY, recorded_checksum, recorded_inputs, table_checksum
 
 if TYPE_CHECKING:  # data.py imports torch
     from .data import SplitData
@@ -50,6 +62,76 @@ FeatureSet = dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 class ContractError(ValueError):
     """A table does not follow its contract; the message names the file and the problem."""
+
+
+class UnreadableFileError(ContractError):
+    """A file cannot be read as parquet or its rows do not match its checksum."""
+
+
+class StaleInputError(ContractError):
+    """A file was computed from an input whose content has changed since."""
+
+
+def rebuild_command(path: str | os.PathLike) -> str:
+    """The command that rebuilds ``path`` and everything computed from it. Deleting the file is not
+    enough: Snakemake does not rebuild a missing intermediate file whose downstream tables exist."""
+    return f"snakemake --cores all --forcerun {path}"
+
+
+def _fix(path: str | os.PathLike) -> str:
+    return f"rebuild it and what was computed from it with `{rebuild_command(path)}` " \
+           "(plus the --configfile/--directory options of your run)"
+
+
+def _reason(exc: BaseException) -> str:
+    lines = str(exc).replace(" '<Buffer>'", "").strip().splitlines()  # (read from memory: no name)
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _read_arrow(source: Any, path: str | os.PathLike, **kwargs: Any) -> pa.Table:
+    """``pq.read_table(source)``, any failure but a missing file raised as one line naming ``path``."""
+    try:
+        return pq.read_table(source, **kwargs)
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowException, OSError, ValueError) as exc:
+        raise UnreadableFileError(f"{path}: unreadable, truncated or not parquet ({_reason(exc)}); "
+                                  f"{_fix(path)}") from None
+
+
+def verify_checksum(table: pa.Table, path: str | os.PathLike) -> None:
+    """Raise :class:`UnreadableFileError` unless the rows of ``table`` (all of the file at ``path``)
+    match the checksum the file records (none recorded: nothing to check)."""
+    recorded = (table.schema.metadata or {}).get(CHECKSUM_KEY)
+    if recorded is not None and table_checksum(table) != recorded.decode():
+        raise UnreadableFileError(f"{path}: its rows do not match the checksum recorded when it was written "
+                                  f"(corrupted or edited since); {_fix(path)}")
+
+
+def verify_inputs(path: str | os.PathLike, schema: pa.Schema | None = None) -> None:
+    """Raise :class:`StaleInputError` when an input that ``path`` records has changed content since
+    ``path`` was computed from it. Inputs that are gone or record no checksum are left to Snakemake
+    and to their own readers."""
+    for rel, then in recorded_inputs(path, schema).items():
+        inp = Path(path).parent / rel
+        try:
+            now = recorded_checksum(inp)
+        except (pa.ArrowException, OSError, ValueError):
+            continue  # missing or unreadable: its own reader names it
+        if now is not None and now != then:
+            shown = os.path.normpath(inp)
+            raise StaleInputError(f"{path}: stale, computed from an earlier {shown} (checksum {then[:12]} then, "
+                                  f"{now[:12]} now, changed without a newer timestamp); {_fix(path)}")
+
+
+def read_verified(path: str | os.PathLike) -> tuple[pd.DataFrame, pa.Schema]:
+    """The parquet file at ``path`` as ``pd.read_parquet`` gives it, and its schema, once it has
+    been read whole, checked against its checksum and its inputs' (read once from disk)."""
+    data = Path(path).read_bytes()
+    table = _read_arrow(pa.BufferReader(data), path)
+    verify_checksum(table, path)
+    verify_inputs(path, table.schema)
+    return pd.read_parquet(io.BytesIO(data)), table.schema
 
 
 # ------------------------------------------------------------------------------------ dtypes
@@ -165,14 +247,11 @@ class TableContract:
             raise ContractError(f"{where}: {problem}" if where is not None else problem)
 
     def read(self, path: str | os.PathLike) -> pd.DataFrame:
-        """The table at ``path`` as a DataFrame, validated against the file's own schema."""
-        df = pd.read_parquet(path)
-        self.validate(df, path, _file_schema(path))
+        """The table at ``path`` as a DataFrame, verified (:func:`read_verified`) and validated
+        against the file's own schema."""
+        df, schema = read_verified(path)
+        self.validate(df, path, schema)
         return df
-
-
-def _file_schema(path: str | os.PathLike) -> pa.Schema:
-    return pq.read_schema(path)
 
 
 def _cols(spec: Iterable[tuple[str, str]], optional: Sequence[str] = ()) -> tuple[Column, ...]:
@@ -307,8 +386,8 @@ def validate_history(table: pd.DataFrame | pa.Table, where: str | os.PathLike | 
 
 
 def read_history(path: str | os.PathLike) -> pd.DataFrame:
-    df = pd.read_parquet(path)
-    validate_history(df, path, _file_schema(path))
+    df, schema = read_verified(path)
+    validate_history(df, path, schema)
     return df
 
 
@@ -326,8 +405,11 @@ def read_per_class(path: str | os.PathLike) -> pd.DataFrame:
 
 def read_feature_table(path: str | os.PathLike, **kwargs: Any) -> pa.Table:
     """The features table at ``path`` as a pyarrow Table (``kwargs`` go to ``pq.read_table``,
-    e.g. ``filters``), validated."""
-    table = pq.read_table(path, **kwargs)
+    e.g. ``filters``), validated; checked against its checksum when read whole."""
+    table = _read_arrow(path, path, **kwargs)
+    if not kwargs:
+        verify_checksum(table, path)
+    verify_inputs(path, table.schema)
     FEATURES.validate(table, path)
     return table
 

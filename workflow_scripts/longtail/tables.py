@@ -118,8 +118,23 @@ def to_markdown(wide: pd.DataFrame, title: str, notes: list[str]) -> str:
     return f"# {title}\n\n" + "".join(f"{n}\n\n" for n in notes) + body + "\n"
 
 
+# LaTeX's special characters in text mode (and characters that print wrongly in its default OT1
+# font encoding: < and > come out as inverted punctuation), as plain text.
+LATEX_ESCAPES = {
+    "\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+    "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+    "<": r"\textless{}", ">": r"\textgreater{}", "±": r"$\pm$",
+}
+
+
+def latex_escape(text: object) -> str:
+    """``text`` as LaTeX source that prints it verbatim (one pass: escapes are not re-escaped)."""
+    return "".join(LATEX_ESCAPES.get(ch, ch) for ch in str(text))
+
+
 def to_latex(wide: pd.DataFrame, caption: str) -> str:
-    disp = display_table(wide)
-    disp = disp.map(lambda v: str(v).replace("±", r"$\pm$").replace("_", r"\_"))
-    disp.columns = [c.replace("_", r"\_") for c in disp.columns]
-    return disp.to_latex(index=False, caption=caption, escape=False)
+    """The display table as a LaTeX table; cells, column titles and the caption are plain text,
+    escaped here (run labels and dataset names come from the config)."""
+    disp = display_table(wide).map(latex_escape)
+    disp.columns = [latex_escape(c) for c in disp.columns]
+    return disp.to_latex(index=False, caption=latex_escape(caption), escape=False)
