@@ -12,6 +12,13 @@ from snakemake.utils import validate
 sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
 from longtail import targets  # noqa: E402
 from longtail.config_check import ConfigError, check_config, schema_error_line  # noqa: E402
+from longtail.snakefile import ConfigFileError, check_config_files  # noqa: E402
+
+# Empty config files and duplicate keys, which Snakemake's loader accepts silently.
+try:
+    check_config_files(workflow.configfiles)
+except ConfigFileError as exc:
+    raise WorkflowError(f"config error: {exc}") from None
 
 # validate fills the schema's defaults into config: rules and scripts read every key plainly.
 try:
@@ -28,6 +35,12 @@ def config_provider(*keys, default=None):
     """The config value at ``keys`` (e.g. ``config_provider("shots", "few")``); a missing key is
     an error unless ``default`` is given, as the schema fills every default in."""
     return targets.get_config(config, *keys, default=default)
+
+
+def config_subset(section, *keys):
+    """``{key: config[section][key]}`` for the named keys only: a figure's params hold the settings
+    it draws with, so editing another one (its `runs` list, say) does not redraw it."""
+    return targets.config_subset(config, section, keys)
 
 
 def _cuda_expected():
@@ -75,25 +88,31 @@ def get_mfm_figures(wildcards=None):
 
 # ------------------------------------------------------------------------------ config entries
 # Plain dict reads: `lookup(dpath=..., within=config)` walks the whole config on every job, 13-22 %
-# of the CPU of a 3,776-job dry run (benchmarks/dag.py).
+# of the CPU of a 3,776-job dry run (benchmarks/dag.py). Params hold only what a job's outputs
+# depend on (longtail.targets, "job params"): Snakemake reruns a job whose params changed, so a
+# label in train's params would retrain.
 
 
-def get_run_config(wildcards):
-    """A run's config entry (method, params, init_from, ...)."""
-    return config["runs"][wildcards.run]
+def get_run_training(wildcards):
+    """A run's method, params and init_from (not its label)."""
+    return targets.run_training(config, wildcards.run)
 
 
-def get_dataset_config(wildcards):
-    """A dataset's config entry (source, curation, ...)."""
-    return config["datasets"][wildcards.dataset]
+def get_dataset_curation(wildcards):
+    return targets.curation(config, wildcards.dataset)
 
 
 def get_dataset_source(wildcards):
-    return config["datasets"][wildcards.dataset]["source"]
+    return targets.data_source(config, wildcards.dataset)
 
 
 def get_dataset_description(wildcards):
     return config["datasets"][wildcards.dataset]["description"]
+
+
+def get_table_runs(wildcards):
+    """The labels of the runs in a dataset's table, in config order."""
+    return targets.table_runs(config, wildcards.dataset)
 
 
 def get_open_threshold(wildcards):

@@ -6,8 +6,9 @@ rule curate:
         samples="results/data/{dataset}/samples.parquet",
         counts="results/data/{dataset}/class_counts.parquet",
     params:
-        dataset=get_dataset_config,
-        shots=config_provider("shots"),
+        source=get_dataset_source,
+        curation=get_dataset_curation,
+        shots=config_provider("shots"),  # the shot group of each class is in the tables written
     log:
         "results/logs/curate/{dataset}.log",
     benchmark:

@@ -33,7 +33,7 @@ rule table:
         csv="results/tables/{dataset}.csv",
         tex="results/tables/{dataset}.tex",
     params:
-        runs=config_provider("runs"),
+        runs=get_table_runs,
         paper=get_paper_results,
         description=get_dataset_description,
         shots=config_provider("shots"),

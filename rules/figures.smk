@@ -40,7 +40,7 @@ rule tsne:
             caption="report/tsne.rst",
         ),
     params:
-        tsne=config_provider("tsne"),
+        tsne=config_subset("tsne", "max_points", "perplexity"),
     log:
         "results/logs/tsne/{dataset}/{run}/seed{seed}.log",
     benchmark:

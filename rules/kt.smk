@@ -15,7 +15,7 @@ rule kt_embedding:
             caption="report/kt_embedding.rst",
         ),
     params:
-        kt_figures=config_provider("kt_figures"),
+        kt_figures=config_subset("kt_figures", "split", "class", "embedding", "perplexity"),
         few=config_provider("shots", "few"),
     log:
         "results/logs/kt_embedding/{dataset}/{run}/seed{seed}.log",
@@ -43,7 +43,7 @@ rule kt_attention:
             caption="report/kt_attention.rst",
         ),
     params:
-        kt_figures=config_provider("kt_figures"),
+        kt_figures=config_subset("kt_figures", "top"),
     log:
         "results/logs/kt_attention/{dataset}/{run}/seed{seed}.log",
     benchmark:

@@ -16,8 +16,8 @@ rule oltr_tsne:
         ),
     params:
         runs=get_oltr_tsne_runs,
-        oltr_figures=config_provider("oltr_figures"),
-        tsne=config_provider("tsne"),
+        oltr_figures=config_subset("oltr_figures", "head_class", "tail_class"),
+        tsne=config_subset("tsne", "max_points", "perplexity"),
     log:
         "results/logs/oltr_tsne/{dataset}/seed{seed}.log",
     benchmark:

@@ -12,7 +12,7 @@ rule train:
         history="results/train/{dataset}/{run}/seed{seed}/history.parquet",
         config="results/train/{dataset}/{run}/seed{seed}/config.yaml",
     params:
-        run=get_run_config,
+        run=get_run_training,
         source=get_dataset_source,
         device=config_provider("device"),
     log:

@@ -8,10 +8,10 @@ from longtail.sources import load_source
 
 def main(smk) -> None:
     log_to(smk.log[0])
-    cur = dict(smk.params.dataset["curation"])
+    cur = dict(smk.params.curation)
     seed = cur.pop("seed")  # the subsampling seed is curate()'s argument, not a CurationConfig field
     cur["shots"] = smk.params.shots
-    name, opts = source_params(smk.params.dataset["source"])
+    name, opts = source_params(smk.params.source)
     samples, counts = curate(load_source(name, opts), CurationConfig.from_dict(cur), seed=seed)
     write_parquet(samples, smk.output.samples)
     write_parquet(counts, smk.output.counts)

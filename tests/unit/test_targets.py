@@ -79,6 +79,34 @@ def test_runs_of_thresholds_and_seed(cfg):
     assert T.first_seed(cfg) == 3
 
 
+# ------------------------------------------------------------------------------ job params
+
+
+def test_job_params_hold_what_outputs_depend_on_only(cfg):
+    """No label, description or runs list reaches curate's or train's params (Snakemake reruns a
+    job whose params changed); key order does not count."""
+    cfg["runs"]["mmn"]["label"] = "MetaModelNet"
+    assert T.run_training(cfg, "mmn") == {"method": "metamodelnet", "params": {}, "init_from": "plain"}
+    assert list(T.run_training(cfg, "oltr")["params"]) == ["backbone", "epochs"]  # sorted
+    assert T.curation(cfg, "b") == T.canonical(cfg["datasets"]["b"]["curation"])
+    assert T.data_source(cfg, "a") == T.canonical(cfg["datasets"]["a"]["source"])
+    assert T.canonical({"b": [{"d": 1, "c": 2}], "a": None}) == {"a": None, "b": [{"c": 2, "d": 1}]}
+    assert list(T.canonical({"b": 1, "a": 2})) == ["a", "b"]
+
+
+def test_table_runs_are_the_dataset_runs_labels_in_config_order(cfg):
+    cfg["runs"]["oltr"]["label"] = "OLTR"
+    assert T.table_runs(cfg, "b") == {"plain": {"label": ""}, "mfm_transfer": {"label": ""},
+                                      "oltr": {"label": "OLTR"}}
+    assert list(T.table_runs(cfg, "a")) == list(cfg["runs"])
+
+
+def test_config_subset(cfg):
+    assert T.config_subset(cfg, "tsne", ("perplexity", "max_points")) == {"perplexity": 30, "max_points": 2000}
+    with pytest.raises(KeyError):
+        T.config_subset(cfg, "tsne", ("perplexty",))
+
+
 # ------------------------------------------------------------------------------ predicates
 
 

@@ -5,9 +5,10 @@ defaults are filled in, so nothing here repeats a default. Everything is torch-f
 Snakemake object: rules/common.smk wraps these functions as input functions, and
 tests/unit/test_targets.py calls them on plain dicts.
 
-Contents: the config getter, the parent edges between runs (``init_from``, MFM's cross-dataset
-``modulator_from``), which runs each paper family's figures take, the paths of every table and
-figure of the default target, and the parse-time checks of the figure settings.
+Contents: the config getter, what each job's params hold (only what its outputs depend on), the
+parent edges between runs (``init_from``, MFM's cross-dataset ``modulator_from``), which runs each
+paper family's figures take, the paths of every table and figure of the default target, and the
+parse-time checks of the figure settings.
 
 Every test of a run's method or parameters is one of the small predicates under "Which runs
 belong to a family" below; figure selections and checks only call those.
@@ -15,7 +16,7 @@ belong to a family" below; figure selections and checks only call those.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .methods import make_config
 
@@ -47,6 +48,12 @@ def get_config(config: Config, *keys: str, default: Any = None) -> Any:
     return node
 
 
+def config_subset(config: Config, section: str, keys: Iterable[str]) -> dict:
+    """``{key: config[section][key]}`` for ``keys``, in that order."""
+    block = config[section]
+    return {k: block[k] for k in keys}
+
+
 def runs_of(config: Config, dataset: str) -> list[str]:
     """Runs trained on a dataset: its ``runs`` list, or every run."""
     return list(config["datasets"][dataset]["runs"] or config["runs"])
@@ -61,6 +68,46 @@ def open_threshold(config: Config, dataset: str) -> float:
     """A dataset's open-set threshold, else the global one."""
     own = config["datasets"][dataset]["open_threshold"]
     return config["open_threshold"] if own is None else own
+
+
+# ------------------------------------------------------------------------------ job params
+# Snakemake reruns a job whose params changed (its default `params` rerun trigger), so each job's
+# params hold only what its outputs depend on: a run's label or a dataset's description in train's
+# or curate's params would retrain. Mappings are key-sorted, so reordering keys in the YAML reruns
+# nothing either; lists keep their order (open_classes' order sets the labels, for one).
+
+
+def canonical(value: Any) -> Any:
+    """``value`` with the keys of every mapping in it sorted."""
+    if isinstance(value, Mapping):
+        return {k: canonical(value[k]) for k in sorted(value)}
+    if isinstance(value, (list, tuple)):
+        return [canonical(v) for v in value]
+    return value
+
+
+def data_source(config: Config, dataset: str) -> dict:
+    """A dataset's source block: where its images are read from (curate, train, infer)."""
+    return canonical(config["datasets"][dataset]["source"])
+
+
+def curation(config: Config, dataset: str) -> dict:
+    """A dataset's curation block: how its splits are carved (curate)."""
+    return canonical(config["datasets"][dataset]["curation"])
+
+
+def run_training(config: Config, run: str) -> dict:
+    """What a run's training depends on besides its data and seed: the method, its parameters
+    (``modulator_from`` among them) and ``init_from``; not its label."""
+    entry = config["runs"][run]
+    return {"method": entry["method"], "params": canonical(entry["params"]), "init_from": entry["init_from"]}
+
+
+def table_runs(config: Config, dataset: str) -> dict[str, dict[str, str]]:
+    """``{run: {"label": ...}}`` of the runs trained on a dataset, in config order (its table's rows):
+    only their labels, so a training edit elsewhere leaves the table alone."""
+    trained = set(runs_of(config, dataset))
+    return {r: {"label": entry["label"]} for r, entry in config["runs"].items() if r in trained}
 
 
 # ------------------------------------------------------------------------------ which runs belong to a family
