@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -94,6 +95,24 @@ def job_processes(parent_pid: int, needle: str) -> list[psutil.Process]:
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             pass
     return out
+
+
+def kill_training_after_first_checkpoint(work: Path, config: Path) -> tuple[int, str]:
+    """Start the workflow towards :data:`PREDICTIONS`, SIGKILL the training job once its first
+    epoch's checkpoint exists (a power cut or the OOM killer: no cleanup runs), and return
+    Snakemake's exit code and output."""
+    proc = subprocess.Popen(smk_cmd(work, config, [PREDICTIONS]), cwd=work, env=env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        wait_for((work / TRAIN_DIR / "checkpoint.pt").exists, timeout=300, what="the first checkpoint")
+        trainers = wait_for(lambda: job_processes(proc.pid, "train.py"), timeout=30, what="the train job")
+        for p in trainers:
+            p.send_signal(signal.SIGKILL)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, out
 
 
 @lru_cache(maxsize=1)

@@ -8,16 +8,14 @@ from __future__ import annotations
 import gzip
 import re
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from smk_runs import (DATASET, EPOCHS, PREDICTIONS, TRAIN_DIR, TRAIN_LOG, env, fault_config, job_processes,
-                      read_history, read_predictions, reference_run, run_smk, smk_cmd, smoke_config, wait_for,
-                      write_config)
+from smk_runs import (DATASET, EPOCHS, PREDICTIONS, TRAIN_DIR, TRAIN_LOG, fault_config,
+                      kill_training_after_first_checkpoint, read_history, read_predictions, reference_run, run_smk,
+                      smoke_config, write_config)
 
 pytestmark = pytest.mark.slow
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -40,19 +38,9 @@ def test_kill9_mid_epoch_resumes_and_matches_uninterrupted_run(shared: Path, tmp
     cfg = write_config(fault_config(), tmp_path / "fault.yaml")
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.Popen(smk_cmd(work, cfg, [PREDICTIONS]), cwd=work, env=env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        ckpt = work / TRAIN_DIR / "checkpoint.pt"
-        wait_for(ckpt.exists, timeout=300, what="the first checkpoint")  # epoch 1 is done
-        trainers = wait_for(lambda: job_processes(proc.pid, "train.py"), timeout=30, what="the train job")
-        for p in trainers:
-            p.send_signal(signal.SIGKILL)  # power cut / OOM killer: no cleanup runs
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0, out[-3000:]
+    returncode, out = kill_training_after_first_checkpoint(work, cfg)
+    ckpt = work / TRAIN_DIR / "checkpoint.pt"
+    assert returncode != 0, out[-3000:]
     assert not (work / TRAIN_DIR / "model.pt").exists(), "a killed job must not leave a model.pt"
     assert ckpt.exists(), "the checkpoint must survive the kill"
 

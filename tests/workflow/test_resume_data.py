@@ -7,14 +7,12 @@ tell the two splits apart."""
 from __future__ import annotations
 
 import re
-import signal
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from generated_data import write_image_folder
-from smk_runs import env, job_processes, run_smk, smk_cmd, wait_for, write_config
+from smk_runs import kill_training_after_first_checkpoint, run_smk, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -48,19 +46,9 @@ def test_curation_change_after_a_kill_starts_training_afresh(tmp_path: Path) -> 
     cfg1 = write_config(config(tmp_path / "folder", 1), tmp_path / "seed1.yaml")
     work = tmp_path / "work"
     work.mkdir()
-    proc = subprocess.Popen(smk_cmd(work, cfg0, [PREDICTIONS]), cwd=work, env=env(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
-        ckpt = work / TRAIN_DIR / "checkpoint.pt"
-        wait_for(ckpt.exists, timeout=300, what="the first checkpoint")
-        trainers = wait_for(lambda: job_processes(proc.pid, "train.py"), timeout=30, what="the train job")
-        for p in trainers:
-            p.send_signal(signal.SIGKILL)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode != 0, out[-3000:]
+    returncode, out = kill_training_after_first_checkpoint(work, cfg0)
+    ckpt = work / TRAIN_DIR / "checkpoint.pt"
+    assert returncode != 0, out[-3000:]
     assert ckpt.exists() and not (work / TRAIN_DIR / "model.pt").exists()
     before = train_rows(work)
 
