@@ -97,14 +97,15 @@ def job_processes(parent_pid: int, needle: str) -> list[psutil.Process]:
     return out
 
 
-def kill_training_after_first_checkpoint(work: Path, config: Path) -> tuple[int, str]:
-    """Start the workflow towards :data:`PREDICTIONS`, SIGKILL the training job once its first
-    epoch's checkpoint exists (a power cut or the OOM killer: no cleanup runs), and return
-    Snakemake's exit code and output."""
-    proc = subprocess.Popen(smk_cmd(work, config, [PREDICTIONS]), cwd=work, env=env(), text=True,
+def kill_training_after_first_checkpoint(work: Path, config: Path, predictions: str = PREDICTIONS,
+                                         train_dir: str = TRAIN_DIR) -> tuple[int, str]:
+    """Start the workflow towards ``predictions``, SIGKILL the training job once the first epoch's
+    checkpoint exists in ``train_dir`` (a power cut or the OOM killer: no cleanup runs), and
+    return Snakemake's exit code and output."""
+    proc = subprocess.Popen(smk_cmd(work, config, [predictions]), cwd=work, env=env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        wait_for((work / TRAIN_DIR / "checkpoint.pt").exists, timeout=300, what="the first checkpoint")
+        wait_for((work / train_dir / "checkpoint.pt").exists, timeout=300, what="the first checkpoint")
         trainers = wait_for(lambda: job_processes(proc.pid, "train.py"), timeout=30, what="the train job")
         for p in trainers:
             p.send_signal(signal.SIGKILL)

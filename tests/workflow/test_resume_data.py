@@ -46,7 +46,7 @@ def test_curation_change_after_a_kill_starts_training_afresh(tmp_path: Path) -> 
     cfg1 = write_config(config(tmp_path / "folder", 1), tmp_path / "seed1.yaml")
     work = tmp_path / "work"
     work.mkdir()
-    returncode, out = kill_training_after_first_checkpoint(work, cfg0)
+    returncode, out = kill_training_after_first_checkpoint(work, cfg0, PREDICTIONS, TRAIN_DIR)
     ckpt = work / TRAIN_DIR / "checkpoint.pt"
     assert returncode != 0, out[-3000:]
     assert ckpt.exists() and not (work / TRAIN_DIR / "model.pt").exists()
