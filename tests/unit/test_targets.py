@@ -229,6 +229,11 @@ def _run(cfg: dict, name: str, **entry) -> None:
 BAD = {
     "kt_figures_not_kt": (lambda c: c["kt_figures"].update(runs=["plain"]), "kt_figures.runs: 'plain'"),
     "kt_figures_unknown": (lambda c: c["kt_figures"].update(runs=["ghost"]), "kt_figures.runs: 'ghost'"),
+    "kt_figures_no_attention": (
+        lambda c: (c["runs"].update(kt_prototypes={"method": "kt", "init_from": "kt_backbone",
+                                                   "params": {"classifier": "prototypes"}}),
+                   c["kt_figures"].update(runs=["kt_prototypes"])),
+        "kt_figures.runs: 'kt_prototypes' is not a kt run with an attention"),
     "mfm_figures_unknown": (lambda c: c.update(mfm_figures={"runs": ["ghost"]}),
                             "mfm_figures.runs: no run named 'ghost'"),
     "mfm_confusion_unknown": (lambda c: c.update(mfm_figures={"confusion_runs": ["ghost"]}),

@@ -125,6 +125,12 @@ def is_kt(run: Run) -> bool:
     return run["method"] == "kt"
 
 
+def is_kt_transfer(run: Run) -> bool:
+    """A KT run whose classifier transfers knowledge through attention (w_h, ensemble, continual),
+    so its attention map (Appendix D) exists; prototypes alone have none."""
+    return is_kt(run) and method_config(run).tau is not None
+
+
 def is_metamodelnet(run: Run) -> bool:
     """A MetaModelNet run, any split (Table 2's rows, all in the per-class gain figure)."""
     return run["method"] == "metamodelnet"
@@ -358,8 +364,9 @@ def check_targets(config: Config) -> None:
 
 def check_kt_figures(config: Config) -> None:
     for r in config["kt_figures"]["runs"]:
-        if r not in config["runs"] or not is_kt(config["runs"][r]):
-            raise ValueError(f"kt_figures.runs: '{r}' is not a run of the kt method")
+        if r not in config["runs"] or not is_kt_transfer(config["runs"][r]):
+            raise ValueError(f"kt_figures.runs: '{r}' is not a kt run with an attention classifier "
+                             "(classifier: wh, ensemble or continual)")
 
 
 def check_mfm_figures(config: Config) -> None:
