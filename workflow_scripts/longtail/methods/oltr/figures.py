@@ -7,7 +7,7 @@ DAG (nothing is retrained or re-inferred here).
 
 from __future__ import annotations
 
-from typing import Iterable, Mapping
+from typing import Iterable, Mapping, Sequence
 
 import matplotlib
 
@@ -100,12 +100,21 @@ def threshold_figure(sweep: pd.DataFrame, title: str = "", marked: float | None 
                 ax.fill_between(agg.index, agg["min"], agg["max"], alpha=0.15)
         if marked is not None:
             ax.axvline(marked, color="grey", ls=":", lw=1)
-        ax.set_xlabel("open-set probability threshold")
         ax.set_ylabel(label)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.suptitle(title or "Influence of the open-set threshold (OLTR Fig. 8b)")
+        _rate_axis(ax, "open-set probability threshold")
+    return _finish(fig, axes, title or "Influence of the open-set threshold (OLTR Fig. 8b)", legend_size=7)
+
+
+def _rate_axis(ax: plt.Axes, xlabel: str) -> None:
+    """A panel of rates in [0, 1] against ``xlabel``."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+
+
+def _finish(fig: plt.Figure, axes: Sequence[plt.Axes], title: str, legend_size: int) -> plt.Figure:
+    axes[0].legend(fontsize=legend_size)
+    fig.suptitle(title)
     fig.tight_layout()
     return fig
 
@@ -139,14 +148,9 @@ def longtail_figure(table: pd.DataFrame, x_label: str, log_x: bool = True, title
             ax.plot(agg.index, agg.values, marker="o", label=run)
         if log_x:
             ax.set_xscale("log")
-        ax.set_xlabel(x_label)
         ax.set_title(label)
-        ax.set_ylim(-0.02, 1.02)
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
-    fig.suptitle(title or "Influence of dataset long-tailness (OLTR Fig. 8a)")
-    fig.tight_layout()
-    return fig
+        _rate_axis(ax, x_label)
+    return _finish(fig, axes, title or "Influence of dataset long-tailness (OLTR Fig. 8a)", legend_size=8)
 
 
 # --- Fig. 8c: number of open classes ----------------------------------------------------------
