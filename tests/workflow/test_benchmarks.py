@@ -9,6 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # each runs a benchmark script (dag.py: several Snakemake dry runs)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

@@ -145,6 +145,7 @@ def read(smoke: Path, rel: str) -> pd.DataFrame:
     return pd.read_parquet(smoke / rel)
 
 
+@pytest.mark.slow
 def test_smoke_every_output_exists(smoke):
     outputs = [
         f"results/data/{SMOKE_DS}/samples.parquet", f"results/data/{SMOKE_DS}/class_counts.parquet",
@@ -167,6 +168,7 @@ def test_smoke_every_output_exists(smoke):
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_smoke_samples_schema(smoke):
     s = read(smoke, f"results/data/{SMOKE_DS}/samples.parquet")
     assert list(s.columns) == ["sample_id", "source", "source_index", "split", "label", "class_name",
@@ -184,6 +186,7 @@ def test_smoke_samples_schema(smoke):
     assert set(s.loc[s["split"] == "open", "class_name"]) == {"Bag", "Ankle boot"}
 
 
+@pytest.mark.slow
 def test_smoke_class_counts(smoke):
     c = read(smoke, f"results/data/{SMOKE_DS}/class_counts.parquet")
     assert list(c.columns) == ["label", "class_name", "n_train", "n_val", "n_meta", "n_test", "shot_group",
@@ -194,6 +197,7 @@ def test_smoke_class_counts(smoke):
     assert c["shot_group"].tolist() == SMOKE_GROUPS
 
 
+@pytest.mark.slow
 def test_smoke_model_checkpoint(smoke):
     import torch
 
@@ -205,6 +209,7 @@ def test_smoke_model_checkpoint(smoke):
     assert all(isinstance(v, torch.Tensor) for v in ckpt["model"].values())
 
 
+@pytest.mark.slow
 def test_smoke_predictions_come_from_the_saved_model(smoke):
     """Rebuild the network from model.pt, run it on the test split: same predictions as the parquet."""
     from longtail.data import load_split
@@ -223,6 +228,7 @@ def test_smoke_predictions_come_from_the_saved_model(smoke):
     assert (test["pred"].to_numpy() == logits.argmax(1)).all()
 
 
+@pytest.mark.slow
 def test_smoke_history_and_config(smoke):
     h = read(smoke, f"{RUN_DIR}/history.parquet")
     assert list(h.columns) == ["epoch", "loss", "train_acc", "val_acc", "lr", "seconds"]
@@ -233,6 +239,7 @@ def test_smoke_history_and_config(smoke):
     assert cfg["config"]["epochs"] == 2 and cfg["config"]["backbone"] == "lenet"
 
 
+@pytest.mark.slow
 def test_smoke_predictions_schema(smoke):
     p = read(smoke, f"results/predictions/{SMOKE_DS}/plain/seed0.parquet")
     assert list(p.columns) == ["sample_id", "split", "label", "pred", "confidence", "topk", "topk_prob"]
@@ -251,6 +258,7 @@ def test_smoke_predictions_schema(smoke):
     assert set(p["sample_id"]) == set(want["sample_id"])
 
 
+@pytest.mark.slow
 def test_smoke_features_schema(smoke):
     t = pq.read_table(smoke / f"results/features/{SMOKE_DS}/plain/seed0.parquet")
     assert t.column_names == ["sample_id", "split", "label", "feature"]
@@ -264,6 +272,7 @@ def test_smoke_features_schema(smoke):
     assert np.isfinite(x).all()
 
 
+@pytest.mark.slow
 def test_smoke_metrics_long_form(smoke):
     m = read(smoke, f"results/metrics/{SMOKE_DS}/plain/seed0.parquet")
     assert list(m.columns) == ["dataset", "method", "seed", "split", "setting", "group", "metric", "value"]
@@ -285,6 +294,7 @@ def test_smoke_metrics_long_form(smoke):
     assert reject.tolist() == [pytest.approx((o["confidence"] < SMOKE_THRESHOLD).mean())]  # config's threshold
 
 
+@pytest.mark.slow
 def test_smoke_per_class(smoke):
     pc = read(smoke, f"results/metrics/{SMOKE_DS}/plain/seed0.per_class.parquet")
     assert {"label", "n", "correct", "accuracy", "class_name", "n_train", "shot_group"} <= set(pc.columns)
@@ -294,6 +304,7 @@ def test_smoke_per_class(smoke):
     np.testing.assert_allclose(pc["accuracy"], pc["correct"] / pc["n"])
 
 
+@pytest.mark.slow
 def test_smoke_tables(smoke):
     md = (smoke / f"results/tables/{SMOKE_DS}.md").read_text()
     assert re.search(r"^\|\s*plain\s*\|", md, re.M), md  # the run's row
@@ -313,6 +324,7 @@ def test_smoke_tables(smoke):
     assert csv["Overall"].iloc[0] == pytest.approx(row["mean"].iloc[0])
 
 
+@pytest.mark.slow
 def test_smoke_figures_are_png(smoke):
     for name in ("class_distribution.png", "tsne_plain_seed0.png"):
         data = (smoke / f"results/figures/{SMOKE_DS}" / name).read_bytes()
@@ -320,6 +332,7 @@ def test_smoke_figures_are_png(smoke):
         assert len(data) > 5000, name  # a real plot, not an empty canvas
 
 
+@pytest.mark.slow
 def test_smoke_report(smoke):
     report = smoke / "report.html"
     check(snakemake(smoke, "--report", str(report), timeout=300))
@@ -328,6 +341,7 @@ def test_smoke_report(smoke):
     assert f"{SMOKE_DS}.md" in html and "tsne_plain_seed0.png" in html and "class_distribution.png" in html
 
 
+@pytest.mark.slow
 def test_smoke_figures_target_never_retrains(smoke):
     # up to date after the run: nothing to do (no provenance-triggered reruns either)
     out = check(snakemake(smoke, "-n", "figures", timeout=300))
