@@ -3,16 +3,13 @@
 # here only bind it to the workflow's config and a job's wildcards. Parse time stays cheap: no
 # torch import, no data reads, plain dict reads per job.
 import shutil
-import sys
-from pathlib import Path
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-sys.path.insert(0, str(Path(workflow.basedir) / "workflow_scripts"))
-from longtail import targets  # noqa: E402
-from longtail.config_check import ConfigError, check_config, schema_error_line  # noqa: E402
-from longtail.snakefile import ConfigFileError, check_config_files  # noqa: E402
+from longtail import targets  # importable: the Snakefile puts workflow_scripts on sys.path
+from longtail.config_check import ConfigError, check_config, schema_error_line
+from longtail.snakefile import ConfigFileError, check_config_files
 
 # Empty config files and duplicate keys, which Snakemake's loader accepts silently.
 try:

@@ -51,6 +51,8 @@ IMBALANCED_TESTS = {"reversed": "test_reversed", "permuted": "test_permuted"}
 IMBALANCED_TEST_SPLITS = tuple(IMBALANCED_TESTS.values())
 IMBALANCED_TEST_PREFIX = {"reversed": "rev-", "permuted": "perm-"}
 ALL_SPLITS = SPLITS + IMBALANCED_TEST_SPLITS
+# The rows a run learns from or selects on (test and open rows never reach training).
+TRAINING_SPLITS = ("train", "val", "meta")
 PREDICTION_SPLITS = ("val", "test", "open")
 # Embeddings of every split, so classifier-stage methods (NCM, cRT, KT, MetaModelNet, OLTR's
 # centroids) start from cached features of their parent run instead of touching images again.

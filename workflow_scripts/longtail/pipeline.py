@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .contracts import FeatureSet
+from .contracts import TRAINING_SPLITS, FeatureSet
 from .data import DatasetInfo, SplitData, dataset_info, load_split
 from .device import DeviceSetup
 from .methods import create_method
@@ -24,8 +24,6 @@ from .methods.base import Method
 from .sources import SourceData
 from .trainer import TrainRun, fingerprint, rng_state
 
-# The rows a run learns from or selects on; test and open rows never reach training.
-TRAINING_SPLITS = ("train", "val", "meta")
 SAMPLE_KEY = ("sample_id", "source", "source_index", "split", "label")
 
 

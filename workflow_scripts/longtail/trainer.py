@@ -30,11 +30,11 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from .contracts import HISTORY_COLUMNS
 from .data import DatasetInfo, FeatureSet, SplitData
 from .device import DeviceSetup
 from .io import torch_save
 
-HISTORY_COLUMNS = ("epoch", "loss", "train_acc", "val_acc", "lr", "seconds")
 
 
 class DivergenceError(RuntimeError):
