@@ -70,17 +70,36 @@ def test_step_sizes():
     assert class_sizes("step", 5, 1000, 10, step_fraction=0.4).tolist() == [1000, 1000, 100, 100, 100]
 
 
-def test_pareto_clipped_non_increasing_and_seeded():
-    draws = []
-    for seed in range(20):
-        s = class_sizes("pareto", 30, 1000, n_min=5, pareto_alpha=6.0, rng=np.random.default_rng(seed))
-        assert len(s) == 30
-        assert s.min() >= 5 and s.max() == 1000  # the largest draw maps onto n_max
-        assert np.all(np.diff(s) <= 0)
-        draws.append(tuple(s))
-    again = class_sizes("pareto", 30, 1000, n_min=5, pareto_alpha=6.0, rng=np.random.default_rng(3))
-    assert tuple(again) == draws[3]
-    assert len(set(draws)) > 1  # another seed gives another profile
+def _groups(sizes: np.ndarray) -> tuple[int, int, int, int]:
+    """(total, many n > 100, medium, few n < 20): the strict groups of decoupling / BALMS."""
+    return int(sizes.sum()), int((sizes > 100).sum()), int(((sizes >= 20) & (sizes <= 100)).sum()), int((sizes < 20).sum())
+
+
+def test_pareto_reproduces_imagenet_lt_shape():
+    # ImageNet-LT (Liu et al. 2019): 1000 classes, 1280 -> 5 images, 115,846 in all, 385 many /
+    # 479 medium / 136 few classes; the profile must land within 5 % of each at alpha = 7.75.
+    s = class_sizes("pareto", 1000, 1280, n_min=5, pareto_alpha=7.75)
+    assert s[0] == 1280 and s[-1] == 5 and np.all(np.diff(s) <= 0)
+    for got, published in zip(_groups(s), (115_846, 385, 479, 136)):
+        assert abs(got / published - 1) <= 0.05, (got, published)
+
+
+def test_pareto_reproduces_places_lt_total():
+    # Places-LT: 365 classes, 4980 -> 5 images, 62,500 in all (alpha = 1.88)
+    s = class_sizes("pareto", 365, 4980, n_min=5, pareto_alpha=1.88)
+    assert s[0] == 4980 and s[-1] == 5
+    assert abs(s.sum() / 62_500 - 1) <= 0.05
+
+
+def test_pareto_alpha_shapes_the_tail_and_is_deterministic():
+    # a heavier tail (smaller alpha) puts fewer images in the classes between the two ends
+    light, heavy = (class_sizes("pareto", 100, 1000, n_min=5, pareto_alpha=a) for a in (8.0, 2.0))
+    assert heavy.sum() < light.sum()
+    assert class_sizes("pareto", 100, 1000, n_min=5, pareto_alpha=2.0).tolist() == heavy.tolist()
+    # two classes: the rank midpoints 1/4 and 3/4 map onto the two ends exactly
+    assert class_sizes("pareto", 2, 300, n_min=5, pareto_alpha=3.0).tolist() == [300, 5]
+    # three classes, alpha 1: x = (1/6, 1/2, 5/6)^-1 = 6, 2, 1.2 -> t = 1, 0.8/4.8, 0
+    assert class_sizes("pareto", 3, 101, n_min=5, pareto_alpha=1.0).tolist() == [101, 5 + 16, 5]
 
 
 def test_unknown_profile_raises():

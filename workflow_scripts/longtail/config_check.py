@@ -233,7 +233,7 @@ def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
         raise ConfigError(f"{key}.curation.open_classes: leaves {n_known} known class; need at least 2")
     sizes = None if profile == "none" else class_sizes(
         profile, n_known, n_max, imb, n_min=cur["n_min"], pareto_alpha=cur["pareto_alpha"],
-        step_fraction=cur["step_fraction"], rng=np.random.default_rng(cur["seed"]))
+        step_fraction=cur["step_fraction"])
     k = cur["meta_per_class"]
     if sizes is not None and cur["meta_mode"] == "development" and k > sizes.min():
         raise ConfigError(f"{key}.curation.meta_per_class: {k} is larger than the smallest class "

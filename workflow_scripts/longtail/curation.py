@@ -52,8 +52,9 @@ class CurationConfig:
     """How a long-tailed, open-set dataset is carved out of a source.
 
     profile: ``exponential`` (n_i = floor(n_max * IF^(-i/(C-1))), CIFAR-LT), ``step`` (the first
-    ``step_fraction`` of classes keep n_max, the rest n_max/IF), ``pareto`` (sizes drawn from a
-    Pareto(alpha) and mapped onto [n_min, n_max], as ImageNet-LT/Places-LT), ``none`` (keep all,
+    ``step_fraction`` of classes keep n_max, the rest n_max/IF), ``pareto`` (sizes at evenly spaced
+    quantiles of a Pareto(alpha) mapped onto [n_min, n_max]: alpha 7.75 gives ImageNet-LT's shape,
+    1.88 Places-LT's; see :func:`class_sizes`), ``none`` (keep all,
     e.g. SUN-397's natural tail) or ``lists`` (the source's published split lists as they are).
     """
 
@@ -61,7 +62,7 @@ class CurationConfig:
     n_max: int = 1000
     imbalance_factor: float = 100.0
     n_min: int = 2
-    pareto_alpha: float = 6.0
+    pareto_alpha: float = 7.75  # ImageNet-LT's shape (see class_sizes)
     step_fraction: float = 0.5
     class_order: str = "natural"  # or "permuted" (seeded)
     open_classes: tuple[str, ...] = ()
@@ -109,7 +110,6 @@ def class_sizes(
     n_min: int = 2,
     pareto_alpha: float = 6.0,
     step_fraction: float = 0.5,
-    rng: np.random.Generator | None = None,
 ) -> np.ndarray:
     """Training images per class, head first (non-increasing)."""
     if n_classes < 1:
@@ -124,15 +124,21 @@ def class_sizes(
         n_head = int(round(n_classes * step_fraction))
         return np.array([n_max] * n_head + [int(n_max / imbalance_factor)] * (n_classes - n_head))
     if profile == "pareto":
-        # Draw C sizes X ~ Pareto(alpha, x_m=1) (seeded), then map them by a power onto
-        # [n_min, n_max]: n = n_min * X^k with k chosen so that the largest draw becomes n_max.
-        # The shape alpha fixes the relative spread of the draws, the clip their range.
-        rng = rng or np.random.default_rng(0)
-        x = 1.0 + rng.pareto(pareto_alpha, n_classes)
-        k = math.log(n_max / n_min) / math.log(x.max()) if x.max() > 1 else 0.0
-        # (+1e-9: the largest draw computes to n_max - 1e-13 in floating point and must floor to n_max)
-        n = np.clip(np.floor(n_min * x**k + 1e-9), n_min, n_max).astype(int)
-        return np.sort(n)[::-1]
+        # Class sizes at evenly spaced quantiles of a Pareto(alpha) (x = u^(-1/alpha) at the
+        # rank midpoints u_i = (i + 1/2) / C), mapped linearly onto [n_min, n_max] (OLTR Sec. 5:
+        # ImageNet-LT "sampled following the Pareto distribution with alpha = 6", sizes 1280 -> 5).
+        # Deterministic: the same (C, n_max, n_min, alpha) always gives the same sizes. alpha sets
+        # the tail: alpha = 7.75 gives ImageNet-LT's shape (C 1000, 1280 -> 5: 117,697 images,
+        # 400 / 460 / 140 many / medium / few under the strict thresholds; published 115,846 and
+        # 385 / 479 / 136), alpha = 1.88 Places-LT's (C 365, 4980 -> 5: 62,876 images; 62,500).
+        if pareto_alpha <= 0:
+            raise ValueError(f"pareto_alpha must be > 0, got {pareto_alpha}")
+        if n_classes == 1:
+            return np.array([n_max])
+        x = ((np.arange(n_classes) + 0.5) / n_classes) ** (-1.0 / pareto_alpha)
+        t = (x - x[-1]) / (x[0] - x[-1])  # 1 for the head class, 0 for the last
+        # (+1e-9: the end points must floor to exactly n_max and n_min)
+        return np.floor(n_min + (n_max - n_min) * t + 1e-9).astype(int)
     raise ValueError(f"unknown long-tail profile '{profile}'; choose exponential, step, pareto or none")
 
 
@@ -193,7 +199,7 @@ def _curate_profile(source: SourceData, cfg: CurationConfig, seed: int) -> tuple
     else:
         sizes = class_sizes(
             cfg.profile, len(known), cfg.n_max, cfg.imbalance_factor, n_min=cfg.n_min,
-            pareto_alpha=cfg.pareto_alpha, step_fraction=cfg.step_fraction, rng=rng,
+            pareto_alpha=cfg.pareto_alpha, step_fraction=cfg.step_fraction,
         )
     rows: list[tuple] = []
 
