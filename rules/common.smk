@@ -49,7 +49,7 @@ def _cuda_expected():
     return shutil.which("nvidia-smi") is not None
 
 
-# Torch jobs (train, infer, ...) on CPU take one thread each and hold no GPU token, so a small
+# Torch jobs (train, and figure rules that run a model) on CPU take one thread each and hold no GPU token, so a small
 # machine runs as many of them side by side as it has cores: small nets on 28x28 images scale
 # better over processes than over intra-op threads. On a GPU host each holds the `gpu` token
 # (the workstation profile allows one at a time) and 2 threads feed it. Override per rule with

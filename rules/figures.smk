@@ -29,6 +29,33 @@ rule class_distribution:
         "../workflow_scripts/class_distribution.py"
 
 
+# Reads the source's images, so it runs in the torch env (the analysis env has no image readers).
+rule sample_grid:
+    input:
+        samples="results/data/{dataset}/samples.parquet",
+    output:
+        report(
+            "results/figures/{dataset}/sample_grid.png",
+            category="Data",
+            caption="report/sample_grid.rst",
+        ),
+    params:
+        source=get_dataset_source,
+        per_class=4,
+    log:
+        "results/logs/sample_grid/{dataset}.log",
+    benchmark:
+        "results/benchmarks/sample_grid/{dataset}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    localrule: True
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../workflow_scripts/sample_grid.py"
+
+
 rule tsne:
     input:
         features="results/features/{dataset}/{run}/seed{seed}.parquet",

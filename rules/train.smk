@@ -1,5 +1,8 @@
-# Training of every run, then one inference pass per run that writes both predictions and
-# embeddings (features), so images go through the network once.
+# Training of every run, and in the same job one inference pass of the trained model that writes
+# both predictions and embeddings (features), so images go through the network once. Inference is
+# part of the training job, not a job of its own: a separate job would start torch, load the
+# source and the model again for every run and seed, which costs more than the inference itself
+# on small data (docs/performance.md). The price: a `feature_dtype` change reruns training.
 
 
 rule train:
@@ -11,10 +14,13 @@ rule train:
         model="results/train/{dataset}/{run}/seed{seed}/model.pt",
         history="results/train/{dataset}/{run}/seed{seed}/history.parquet",
         config="results/train/{dataset}/{run}/seed{seed}/config.yaml",
+        predictions="results/predictions/{dataset}/{run}/seed{seed}.parquet",
+        features="results/features/{dataset}/{run}/seed{seed}.parquet",
     params:
         run=get_run_training,
         source=get_dataset_source,
         device=config_provider("device"),
+        feature_dtype=config_provider("feature_dtype"),
     log:
         "results/logs/train/{dataset}/{run}/seed{seed}.log",
     benchmark:
@@ -28,29 +34,3 @@ rule train:
         runtime=240,
     script:
         "../workflow_scripts/train.py"
-
-
-rule infer:
-    input:
-        samples="results/data/{dataset}/samples.parquet",
-        model="results/train/{dataset}/{run}/seed{seed}/model.pt",
-    output:
-        predictions="results/predictions/{dataset}/{run}/seed{seed}.parquet",
-        features="results/features/{dataset}/{run}/seed{seed}.parquet",
-    params:
-        source=get_dataset_source,
-        device=config_provider("device"),
-        feature_dtype=config_provider("feature_dtype"),
-    log:
-        "results/logs/infer/{dataset}/{run}/seed{seed}.log",
-    benchmark:
-        "results/benchmarks/infer/{dataset}/{run}/seed{seed}.tsv"
-    conda:
-        "../envs/torch.yaml"
-    threads: TORCH_THREADS
-    resources:
-        gpu=GPU_JOB,
-        mem_mb=8000,
-        runtime=60,
-    script:
-        "../workflow_scripts/infer.py"

@@ -27,6 +27,10 @@ blocks stay byte for byte. The word after ``results:begin`` names the kind of bl
 ``papers``
     The papers' reported figures, from ``paper_results`` in ``config/presets/*.yaml``.
 
+Besides the blocks, the default dataset's figures (the first dataset of ``config.yaml``)
+``<results>/figures/D/{sample_grid,class_distribution}.png`` are copied to ``docs/img/``, the
+committed copies that README.md embeds.
+
 Every block built from ``<results>`` ends with a line naming the source file, the commit and the
 machine (``--commit`` / ``--machine``; by default the commit of the checkout holding
 ``<results>`` and the host running this script, so run it right after the job, on its machine).
@@ -300,19 +304,51 @@ def default_files(root: Path = ROOT) -> list[Path]:
     return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
 
 
-def write_docs(files: list[Path], ctx: Context, check: bool = False) -> list[Path]:
-    """Render every file first (any error: nothing written), then write the changed ones.
-    Returns the files that changed (with ``check``: that would change)."""
+# the default dataset's figures that README.md shows, copied under these names into docs/img/
+DOC_FIGURES = ("sample_grid.png", "class_distribution.png")
+
+
+def default_dataset(root: Path = ROOT) -> str:
+    """The first dataset of the default experiment (``config.yaml`` beside the Snakefile)."""
+    import yaml
+
+    path = root / "config.yaml"
+    datasets = (yaml.safe_load(path.read_text()) or {}).get("datasets") or {}
+    if not datasets:
+        raise DocsError(f"{path} names no dataset: the README's figures come from its first dataset")
+    return next(iter(datasets))
+
+
+def doc_figures(ctx: Context, dataset: str | None = None) -> dict[Path, bytes]:
+    """{docs/img/<name>: the bytes of <results>/figures/<dataset>/<name>} for the README's figures."""
+    dataset = dataset or default_dataset(ctx.root)
+    out = {}
+    for name in DOC_FIGURES:
+        src = require(ctx.results / "figures" / dataset / name, f"the README figure docs/img/{name}")
+        out[ctx.root / "docs" / "img" / name] = src.read_bytes()
+    return out
+
+
+def write_docs(files: list[Path], ctx: Context, check: bool = False,
+               figures: dict[Path, bytes] | None = None) -> list[Path]:
+    """Render every file first (any error: nothing written), then write the changed ones and the
+    changed ``figures`` ({destination: bytes}). Returns the files that changed (with ``check``:
+    that would change)."""
+    figures = figures or {}
     new = {}
     for path in files:
         text = path.read_text()
         new[path] = (text, render(text, ctx, str(path.relative_to(ctx.root) if path.is_relative_to(ctx.root)
                                                  else path)))
     changed = [p for p, (old, text) in new.items() if old != text]
+    images = [p for p, data in figures.items() if not p.is_file() or p.read_bytes() != data]
     if not check:
         for path in changed:
             path.write_text(new[path][1])
-    return changed
+        for path in images:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(figures[path])
+    return changed + images
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,10 +361,12 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     results = args.results.resolve()
     ctx = Context(results=results, commit=args.commit or provenance.commit(results.parent),
-                  machine=args.machine or provenance.machine())
-    files = [f.resolve() for f in args.files] or default_files()
+                  machine=args.machine or provenance.machine(), root=ROOT)
+    files = [f.resolve() for f in args.files] or default_files(ROOT)
     try:
-        changed = write_docs(files, ctx, check=args.check)
+        # the README's figures go with the default file set; naming files updates only those
+        figures = doc_figures(ctx) if not args.files else None
+        changed = write_docs(files, ctx, check=args.check, figures=figures)
     except DocsError as exc:
         print(f"write_docs: error: {exc}", file=sys.stderr)
         return 1

@@ -179,8 +179,9 @@ def test_outputs_of_the_toy_config(cfg):
     assert len(T.all_metrics(cfg)) == 2 * (len(cfg["runs"]) + 3)
     fa, fb = "results/figures/a", "results/figures/b"
     assert T.figures(cfg) == [
-        f"{fa}/class_distribution.png", f"{fa}/tsne_plain_seed3.png", f"{fa}/tsne_mfm_seed3.png",
-        f"{fb}/class_distribution.png", f"{fb}/tsne_plain_seed3.png",
+        f"{fa}/class_distribution.png", f"{fa}/sample_grid.png", f"{fa}/tsne_plain_seed3.png",
+        f"{fa}/tsne_mfm_seed3.png",
+        f"{fb}/class_distribution.png", f"{fb}/sample_grid.png", f"{fb}/tsne_plain_seed3.png",
         f"{fa}/mmn_dynamics_mmn_seed3.png", f"{fa}/mmn_dynamics_mmn_fix_seed3.png", f"{fa}/mmn_gain_seed3.png",
         f"{fa}/kt_embedding_kt_wh_seed3.png", f"{fa}/kt_attention_kt_wh_seed3.png",
         f"{fa}/oltr_tsne_seed3.png", f"{fa}/oltr_threshold_sweep.png",
@@ -204,7 +205,8 @@ def test_default_config_targets():
     f = "results/figures/fmnist_lt"
     assert T.final_outputs(cfg) == [
         "results/tables/fmnist_lt.md", "results/tables/fmnist_lt.csv", "results/tables/fmnist_lt.tex",
-        "results/tables/summary.parquet", f"{f}/class_distribution.png", f"{f}/tsne_plain_seed0.png",
+        "results/tables/summary.parquet", f"{f}/class_distribution.png", f"{f}/sample_grid.png",
+        f"{f}/tsne_plain_seed0.png",
         f"{f}/mmn_dynamics_metamodelnet_seed0.png", f"{f}/mmn_dynamics_metamodelnet_fix_split_seed0.png",
         f"{f}/mmn_gain_seed0.png", f"{f}/kt_embedding_kt_wh_seed0.png", f"{f}/kt_attention_kt_wh_seed0.png",
         f"{f}/oltr_tsne_seed0.png", f"{f}/oltr_threshold_sweep.png", f"{f}/mfm_gamma_beta_mfm_seed0.png",

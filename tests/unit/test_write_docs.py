@@ -199,3 +199,46 @@ def test_the_repositorys_docs_have_well_formed_blocks():
         assert text.count("<!-- results:begin") == len(specs) == text.count("<!-- results:end -->"), path
         for _, spec, _, _ in specs:
             write_docs.parse_spec(spec)
+
+
+def add_figures(results: Path, dataset: str) -> dict[str, bytes]:
+    """Two distinct small PNG-like payloads under results/figures/<dataset>/."""
+    payloads = {"sample_grid.png": b"\x89PNG\r\n\x1a\ngrid", "class_distribution.png": b"\x89PNG\r\n\x1a\nhist"}
+    for name, data in payloads.items():
+        path = results / "figures" / dataset / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return payloads
+
+
+def test_default_datasets_figures_are_copied_into_docs_img(tmp_path, monkeypatch):
+    results = make_results(tmp_path)
+    (tmp_path / "config.yaml").write_text("datasets:\n  first_ds: {}\n  second_ds: {}\n")
+    payloads = add_figures(results, "first_ds")
+    add_figures(results, "second_ds")
+    (results / "figures" / "second_ds" / "sample_grid.png").write_bytes(b"not the default dataset")
+    (tmp_path / "README.md").write_text("# readme\n\n![glyphs](docs/img/sample_grid.png)\n")
+    (tmp_path / "docs").mkdir()
+    monkeypatch.setattr(write_docs, "ROOT", tmp_path)
+    argv = ["--results", str(results), "--commit", "abc1234", "--machine", "m"]
+    assert write_docs.main(["--check", *argv]) == 1  # the copies are missing: they would change
+    assert not (tmp_path / "docs" / "img").exists()
+    assert write_docs.main(argv) == 0
+    for name, data in payloads.items():
+        assert (tmp_path / "docs" / "img" / name).read_bytes() == data
+    assert write_docs.main(["--check", *argv]) == 0  # up to date now
+
+
+def test_missing_readme_figure_is_an_error_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    results = make_results(tmp_path)
+    (tmp_path / "config.yaml").write_text("datasets:\n  first_ds: {}\n")
+    (results / "figures" / "first_ds").mkdir(parents=True)
+    (results / "figures" / "first_ds" / "class_distribution.png").write_bytes(b"hist")
+    page = tmp_path / "README.md"
+    page.write_text(doc("table dataset=toy"))
+    (tmp_path / "docs").mkdir()
+    monkeypatch.setattr(write_docs, "ROOT", tmp_path)
+    assert write_docs.main(["--results", str(results), "--commit", "a", "--machine", "m"]) == 1
+    assert "sample_grid.png" in capsys.readouterr().err
+    assert page.read_text() == doc("table dataset=toy")  # nothing written
+    assert not (tmp_path / "docs" / "img").exists()

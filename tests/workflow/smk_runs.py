@@ -52,11 +52,11 @@ def write_config(cfg: dict, path: Path) -> Path:
 
 def smk_cmd(workdir: Path, config: Path, targets: Sequence[str] = (), extra: Sequence[str] = (),
             cores: int | None = 2) -> list[str]:
-    """2 cores, and 2 torch threads per train/infer job as profiles/slurm gives them (CPU results
+    """2 cores, and 2 torch threads per train job as profiles/slurm gives them (CPU results
     depend on the number of torch threads, so every run compared here uses the same)."""
     cores_arg = ["--cores", str(cores)] if cores else []
     return [SMK, "-s", str(ROOT / "Snakefile"), "-d", str(workdir), "--configfile", str(config),
-            *cores_arg, "--set-threads", "train=2", "infer=2", "--show-failed-logs", *extra, *targets]
+            *cores_arg, "--set-threads", "train=2", "--show-failed-logs", *extra, *targets]
 
 
 def env() -> dict:

@@ -58,3 +58,33 @@ def test_dag_benchmark_prints_ours_beside_snakemakes_floor():
         assert abs(int(m.group(1)) - int(ours.group(1))) <= 2, out  # the floor has as many jobs as ours
         assert float(m.group(3)) > 0, out
     assert re.search(r"snakemake --version .*: [\d.]+ s wall", out), out
+
+
+def test_main_job_analysis_sums_rules_and_projects_seeds(tmp_path):
+    """Per-rule sums and the projection, on benchmark files with hand-picked CPU seconds: one seed
+    of two runs (train 10 + 20 s, evaluate 1 + 1 s) and a curation (5 s) and a table (1 s) that a
+    run with more seeds does once. The log of train a ends with its CPU, 12 s, which wins over the
+    benchmark file's sampled 10 s. Three seeds: 2 + 3 x 4 = 14 jobs, 6 + 3 x 34 = 108 CPU s,
+    >= 54 s on 2 cores."""
+    bench = tmp_path / "results" / "benchmarks"
+    for rel, cpu in [("train/ds/a/seed0.tsv", 10.0), ("train/ds/b/seed0.tsv", 20.0),
+                     ("evaluate/ds/a/seed0.tsv", 1.0), ("evaluate/ds/b/seed0.tsv", 1.0),
+                     ("curate/ds.tsv", 5.0), ("table/ds.tsv", 1.0)]:
+        (bench / rel).parent.mkdir(parents=True, exist_ok=True)
+        (bench / rel).write_text(f"s\th:m:s\tmax_rss\tcpu_time\n{cpu + 0.5}\t0:00:01\t1.0\t{cpu}\n")
+    log = tmp_path / "results/logs/train/ds/a/seed0.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("2026-01-01 00:00:00,000 INFO training\n2026-01-01 00:00:09,000 INFO job CPU seconds: 12.00\n")
+    out = run_script("main_job.py", "--analyse", str(tmp_path), "--project-seeds", "3", "--cores", "2")
+    assert re.search(r"^train\s+2\s+31\.0\s+32\.0\s+16\.00$", out, re.MULTILINE), out
+    assert re.search(r"^evaluate\s+2\s+3\.0\s+2\.0\s+1\.00$", out, re.MULTILINE), out
+    assert "1 seed(s)" in out and "per seed: 34 CPU s" in out and "once per run: 6 CPU s" in out, out
+    assert "projected for 3 seed(s): 14 jobs, 108 CPU s" in out, out
+    assert "wall on 2 cores >= 54 s" in out, out
+
+
+def test_main_job_analysis_rejects_a_folder_without_benchmarks(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks/main_job.py"), "--analyse", str(tmp_path)],
+                          cwd=ROOT, text=True, capture_output=True, timeout=120)
+    assert proc.returncode == 2
+    assert "results/benchmarks does not exist" in proc.stderr

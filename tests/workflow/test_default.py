@@ -80,8 +80,8 @@ def layered(*paths: Path) -> dict:
 
 
 def expected_core_jobs(config: dict) -> dict[str, int]:
-    """Jobs of the core rules for a config: per dataset x run x seed (train, infer, evaluate),
-    per dataset (curate, class distribution, table), t-SNE of the first seed, summary, all."""
+    """Jobs of the core rules for a config: per dataset x run x seed (train, evaluate),
+    per dataset (curate, class distribution, sample grid, table), t-SNE of the first seed, summary, all."""
     runs = config["runs"]
     seeds = config.get("seeds", [0])
     n_run_seed = n_tsne = 0
@@ -90,7 +90,7 @@ def expected_core_jobs(config: dict) -> dict[str, int]:
         n_run_seed += len(ds_runs) * len(seeds)
         n_tsne += len([r for r in config.get("tsne", {}).get("runs", []) if r in ds_runs])
     n_ds = len(config["datasets"])
-    return {"curate": n_ds, "class_distribution": n_ds, "train": n_run_seed, "infer": n_run_seed,
+    return {"curate": n_ds, "class_distribution": n_ds, "sample_grid": n_ds, "train": n_run_seed,
             "evaluate": n_run_seed, "table": n_ds, "summary": 1, "tsne": n_tsne, "all": 1}
 
 
@@ -103,6 +103,7 @@ def test_dry_run_job_counts(tmp_path, configfiles):
     stats = job_stats(out)
     expected = expected_core_jobs(layered(*configfiles))
     assert {rule: stats.get(rule, 0) for rule in expected} == expected
+    assert "infer" not in stats  # inference runs inside each train job
     assert stats["total"] == sum(v for k, v in stats.items() if k != "total")
     if configfiles[-1] == LARGE:
         cfg = layered(*configfiles)
@@ -155,12 +156,13 @@ def test_smoke_every_output_exists(smoke):
         f"results/tables/{SMOKE_DS}.md", f"results/tables/{SMOKE_DS}.csv", f"results/tables/{SMOKE_DS}.tex",
         "results/tables/summary.parquet",
         f"results/figures/{SMOKE_DS}/class_distribution.png", f"results/figures/{SMOKE_DS}/tsne_plain_seed0.png",
+        f"results/figures/{SMOKE_DS}/sample_grid.png",
     ]
     for rel in outputs:
         assert (smoke / rel).is_file() and (smoke / rel).stat().st_size > 0, rel
         assert stat.S_IMODE((smoke / rel).stat().st_mode) == 0o644, f"{rel}: mode {oct((smoke / rel).stat().st_mode)}"
     # every job left a log and a benchmark record
-    for rule in ("curate", "class_distribution", "train", "infer", "evaluate", "table", "summary", "tsne"):
+    for rule in ("curate", "class_distribution", "sample_grid", "train", "evaluate", "table", "summary", "tsne"):
         assert list((smoke / "results/logs" / rule).rglob("*.log")), rule
         assert list((smoke / "results/benchmarks" / rule).rglob("*.tsv")), rule
     # atomic writes and a finished run leave no temporary files or training checkpoint behind

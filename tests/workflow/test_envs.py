@@ -35,9 +35,9 @@ RUNTIME_EXTRAS = {"table.py": {"tabulate"}}
 # each with the reason. Module-level imports are never excused.
 LAZY_NOT_NEEDED = {
     ("analysis", "torch"): "longtail.io.torch_save and the method registry: only torch rules save checkpoints or build methods",
-    ("analysis", "torchvision"): "longtail.sources downloads/CIFAR readers: only curate/train/infer read sources",
-    ("analysis", "PIL"): "longtail.sources image-list reader: only curate/train/infer read images",
-    ("analysis", "fontTools"): "longtail.sources glyphs renderer: only curate/train/infer read sources",
+    ("analysis", "torchvision"): "longtail.sources downloads/CIFAR readers: only curate/train/sample_grid read sources",
+    ("analysis", "PIL"): "longtail.sources image-list reader: only curate/train/sample_grid read images",
+    ("analysis", "fontTools"): "longtail.sources glyphs renderer: only curate/train/sample_grid read sources",
     ("analysis", "tqdm"): "the method registry (trainer progress bars): only torch rules train",
     ("torch", "openTSNE"): "longtail.plots t-SNE: only the tsne rule (analysis env) runs it",
 }
@@ -151,7 +151,7 @@ ENVS = {p.stem: p for p in (ROOT / "envs").glob("*.yaml")}
 
 
 def test_rules_found() -> None:
-    assert {"curate", "train", "infer", "evaluate", "table", "tsne"} <= set(RULES)
+    assert {"curate", "train", "evaluate", "table", "tsne", "sample_grid"} <= set(RULES)
 
 
 @pytest.mark.parametrize("rule", sorted(RULES))

@@ -1,7 +1,7 @@
 """What a config edit reruns, on a finished tiny workflow, with Snakemake's default rerun triggers
 (mtime, params, input, code, software-env) as a user runs it: presentation keys (labels,
-descriptions, open_threshold, a dataset's runs list, figure settings) never re-curate, retrain or
-re-infer; a training parameter reruns its run and the runs that start from it, nothing else.
+descriptions, open_threshold, a dataset's runs list, figure settings) never re-curate or retrain
+(inference is part of the train job); a training parameter reruns its run and the runs that start from it, nothing else.
 And SIGINT to the Snakemake process alone lets the running training job finish and count.
 """
 
@@ -22,7 +22,7 @@ from smk_runs import SMOKE, env, job_processes, run_smk, smk_cmd, wait_for, writ
 pytestmark = pytest.mark.slow
 
 DATASET = "fmnist_smoke"
-HEAVY = {"curate", "train", "infer"}  # the jobs a presentation edit must never plan
+HEAVY = {"curate", "train"}  # the jobs a presentation edit must never plan
 Edit = Callable[[dict], None]
 
 
@@ -91,7 +91,7 @@ PRESENTATION: dict[str, tuple[Edit, set[tuple[str, str]]]] = {
     "open_threshold": (lambda c: c["datasets"][DATASET].update(open_threshold=0.3),
                        {("evaluate", "plain"), ("evaluate", "crt"), ("table", DATASET), ("summary", "")}),
     "runs_list": (lambda c: c["datasets"][DATASET]["runs"].append("extra"),
-                  {("train", "extra"), ("infer", "extra"), ("evaluate", "extra"), ("table", DATASET),
+                  {("train", "extra"), ("evaluate", "extra"), ("table", DATASET),
                    ("summary", "")}),
     "figure_setting": (lambda c: c["tsne"].update(perplexity=4), {("tsne", "plain")}),
     "figure_runs": (lambda c: c["tsne"]["runs"].append("crt"), {("tsne", "crt")}),
@@ -110,14 +110,14 @@ def test_presentation_edit_plans_no_heavy_job(finished: Path, name: str) -> None
 def test_training_parameter_reruns_its_run_and_children_only(finished: Path) -> None:
     jobs = planned(finished, edited(lambda c: c["runs"]["plain"]["params"].update(lr=0.05)), "lr")
     runs = {"plain", "crt"}  # crt starts from plain's checkpoint
-    expected = {(rule, r) for rule in ("train", "infer", "evaluate") for r in runs}
+    expected = {(rule, r) for rule in ("train", "evaluate") for r in runs}
     expected |= {("table", DATASET), ("summary", ""), ("tsne", "plain")}  # plain's features change
     assert jobs == expected
 
 
 def test_child_parameter_leaves_parent_alone(finished: Path) -> None:
     jobs = planned(finished, edited(lambda c: c["runs"]["crt"]["params"].update(lr=0.01)), "crt_lr")
-    assert jobs == {("train", "crt"), ("infer", "crt"), ("evaluate", "crt"), ("table", DATASET), ("summary", "")}
+    assert jobs == {("train", "crt"), ("evaluate", "crt"), ("table", DATASET), ("summary", "")}
 
 
 def test_curation_edit_recurates(finished: Path) -> None:
@@ -134,13 +134,13 @@ def test_sigint_to_snakemake_alone_keeps_the_finished_training(tmp_path: Path) -
     path = write_config(cfg, tmp_path / "config.yaml")
     work = tmp_path / "work"
     work.mkdir()
-    predictions = f"results/predictions/{DATASET}/plain/seed0.parquet"
+    metrics = f"results/metrics/{DATASET}/plain/seed0.parquet"
     train_dir = work / f"results/train/{DATASET}/plain/seed0"
 
     def restore_sigint() -> None:  # a child of a background shell starts with SIGINT ignored
         signal.signal(signal.SIGINT, signal.SIG_DFL)
 
-    proc = subprocess.Popen(smk_cmd(work, path, [predictions]), cwd=work, env=env(), text=True,
+    proc = subprocess.Popen(smk_cmd(work, path, [metrics]), cwd=work, env=env(), text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=restore_sigint)
     try:
         wait_for(lambda: (train_dir / "checkpoint.pt").exists() or proc.poll() is not None, timeout=300,
@@ -154,5 +154,5 @@ def test_sigint_to_snakemake_alone_keeps_the_finished_training(tmp_path: Path) -
     assert proc.returncode != 0, out[-3000:]
     assert "Will exit after finishing currently running jobs" in out, out[-3000:]
     assert (train_dir / "model.pt").exists(), out[-3000:]
-    assert not (work / predictions).exists(), "no job may start after SIGINT"
-    assert planned(work, cfg, "after_sigint", (predictions,)) == {("infer", "plain")}
+    assert not (work / metrics).exists(), "no job may start after SIGINT"
+    assert planned(work, cfg, "after_sigint", (metrics,)) == {("evaluate", "plain")}

@@ -107,7 +107,7 @@ def slurm_run(slurm_cluster, tmp_path_factory: pytest.TempPathFactory) -> dict:
     finally:
         if proc.poll() is None:  # the test failed midway: leave no jobs behind
             proc.kill()
-            for rule in ("curate", "train", "infer"):
+            for rule in ("curate", "train"):
                 for jobid in slurm_logs(work, rule):
                     subprocess.run(["scancel", jobid])
     elapsed = time.monotonic() - t0
@@ -127,22 +127,22 @@ def test_workflow_succeeds_on_slurm(slurm_run: dict) -> None:
 def test_jobs_went_through_sbatch(slurm_run: dict) -> None:
     work = slurm_run["work"]
     jobs = sacct_jobs(work)
-    by_rule = {rule: slurm_logs(work, rule) for rule in ("curate", "train", "infer", "evaluate", "table", "summary")}
-    # curate, train (twice: cancelled + retry) and infer were submitted with sbatch ...
-    for rule in ("curate", "train", "infer"):
+    by_rule = {rule: slurm_logs(work, rule) for rule in ("curate", "train", "evaluate", "table", "summary")}
+    # curate and train (twice: cancelled + retry) were submitted with sbatch ...
+    for rule in ("curate", "train"):
         assert by_rule[rule], f"no SLURM job for rule {rule}"
         for jobid in by_rule[rule]:
             assert jobid in set(jobs["jobid"]), f"{rule} job {jobid} missing from sacct"
     assert len(by_rule["train"]) == 2
     # ... the GPU rules asked for a GPU (the profile's gpu: 1 -> --gpus=1) ...
-    for rule in ("train", "infer"):
+    for rule in ("train",):
         for jobid in by_rule[rule]:
             tres = jobs.loc[jobs["jobid"] == jobid, "tres"].iloc[0]
             assert "gres/gpu=1" in tres, f"{rule} job {jobid} has no GPU: {tres}"
     # ... and the localrules never reached SLURM.
     for rule in ("evaluate", "table", "summary"):
         assert not by_rule[rule], f"localrule {rule} was submitted to SLURM"
-    assert len(jobs) == 4, jobs  # curate, train x2, infer
+    assert len(jobs) == 3, jobs  # curate, train x2 (inference is part of the train job)
     states = sorted(s.split()[0] for s in jobs["state"])  # "CANCELLED by 0" -> CANCELLED
     assert states == ["CANCELLED", "COMPLETED", "COMPLETED", "COMPLETED"], jobs
 

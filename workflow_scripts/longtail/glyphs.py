@@ -361,11 +361,35 @@ def case_similarity(images: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     return np.median(np.einsum("fcd,fcd->fc", x[:, list(low)], x[:, list(up)]), axis=1)
 
 
-def exclusions(images: np.ndarray, infos: Sequence[FontInfo], settings: GlyphSettings) -> tuple[list[str], dict]:
+def exclusion_scores(images: np.ndarray, classes: Sequence[str], cache: Path | None = None) -> dict[str, np.ndarray]:
+    """:func:`character_structure` and :func:`case_similarity` of every typeface. With ``cache``
+    (a ``.npz`` beside the renders) they are read from it when it was computed from these very
+    renders (same array checksum), else computed and saved: every job that loads the source
+    (train, infer, figures) would otherwise spend about a second recomputing them."""
+    from .io import atomic_path
+
+    key = array_checksum(images)
+    if cache is not None and cache.is_file():
+        try:
+            with np.load(cache, allow_pickle=False) as z:
+                if str(z["checksum"]) == key:
+                    return {"structure": z["structure"], "case_similarity": z["case_similarity"]}
+        except (OSError, ValueError, KeyError):
+            log.warning("glyphs: unreadable score cache %s, recomputing it", cache)
+    scores = {"structure": character_structure(images), "case_similarity": case_similarity(images, classes)}
+    if cache is not None:
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, checksum=np.array(key), **scores)
+    return scores
+
+
+def exclusions(images: np.ndarray, infos: Sequence[FontInfo], settings: GlyphSettings,
+               scores: Mapping[str, np.ndarray] | None = None) -> tuple[list[str], dict]:
     """Why each typeface is excluded ("" when kept): ``symbol``, ``not_characters`` or
-    ``one_case`` (first that applies, in this order), and the scores behind it."""
-    structure = character_structure(images)
-    case = case_similarity(images, settings.classes)
+    ``one_case`` (first that applies, in this order), and the scores behind it (``scores``:
+    :func:`exclusion_scores` of ``images``, computed when not given)."""
+    scores = scores if scores is not None else exclusion_scores(images, settings.classes)
+    structure, case = scores["structure"], scores["case_similarity"]
     reasons = []
     for info, s, c in zip(infos, structure, case):
         if settings.exclude_symbol_fonts and info.symbol:
@@ -507,7 +531,8 @@ def build_glyphs(settings: GlyphSettings) -> GlyphSet:
     if not len(images):
         raise GlyphError(f"glyphs: no typeface of {list(settings.packages)} covers the classes "
                          f"{''.join(settings.classes)}")
-    reasons, scores = exclusions(images, infos, settings)
+    reasons, scores = exclusions(images, infos, settings, exclusion_scores(
+        images, settings.classes, path.with_name(f"scores-{path.stem}.npz")))
     for why in ("symbol", "not_characters", "one_case"):
         counts[f"excluded_{why}"] = reasons.count(why)
     excluded = [{"typeface": i.typeface.id, "reason": r, "structure": round(float(s), 3),

@@ -82,3 +82,47 @@ def tsne_figure(emb: np.ndarray, labels: np.ndarray, counts: pd.DataFrame, title
     ax.legend(fontsize=6, markerscale=2, loc="best", ncol=2)
     fig.tight_layout()
     return fig
+
+
+def pick_samples(samples: pd.DataFrame, per_class: int, split: str = "train", seed: int = 0) -> pd.DataFrame:
+    """Up to ``per_class`` rows of ``split`` for each known class, in label order (a seeded draw,
+    so the grid shows the same images every time)."""
+    if per_class < 1:
+        raise ValueError(f"sample grid: per_class must be >= 1, got {per_class}")
+    rows = samples[(samples["split"] == split) & (samples["label"] >= 0)]
+    if rows.empty:
+        raise ValueError(f"sample grid: the samples table has no '{split}' rows of a known class")
+    rng = np.random.default_rng(seed)
+    picked = [g.iloc[np.sort(rng.choice(len(g), min(per_class, len(g)), replace=False))]
+              for _, g in rows.groupby("label", sort=True)]
+    return pd.concat(picked, ignore_index=True)
+
+
+def sample_grid(images: list[np.ndarray], labels: np.ndarray, class_names: list[str], per_class: int,
+                title: str = "", columns: int = 8) -> plt.Figure:
+    """A few images per class: ``columns`` classes a row of blocks, each block ``per_class``
+    images side by side under the class name. ``images`` are uint8 (H, W) or (H, W, C) arrays in
+    the order of ``labels`` (grouped by class); grayscale is drawn ink-dark on white."""
+    if len(images) != len(labels):
+        raise ValueError(f"sample grid: {len(images)} images but {len(labels)} labels")
+    order = list(dict.fromkeys(int(x) for x in labels))  # classes in first-seen order
+    rows = -(-len(order) // columns)
+    fig, axes = plt.subplots(rows, columns * per_class, squeeze=False,
+                             figsize=(columns * per_class * 0.45, rows * 0.62 + (0.4 if title else 0.1)))
+    for ax in axes.flat:
+        ax.axis("off")
+    labels = np.asarray(labels)
+    for k, c in enumerate(order):
+        r, block = divmod(k, columns)
+        for j, i in enumerate(np.flatnonzero(labels == c)[:per_class]):
+            ax = axes[r, block * per_class + j]
+            img = images[i]
+            if img.ndim == 2:
+                ax.imshow(255 - img, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+            else:
+                ax.imshow(img, interpolation="nearest")
+        axes[r, block * per_class].set_title(str(class_names[k]), fontsize=8, loc="left", pad=2)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=0.93 if title else 0.97, wspace=0.05, hspace=0.45)
+    return fig

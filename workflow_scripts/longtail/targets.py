@@ -340,7 +340,7 @@ def figures(config: Config) -> list[str]:
     """Every figure of the default target."""
     seed, out = first_seed(config), []
     for d in config["datasets"]:
-        out.append(f"results/figures/{d}/class_distribution.png")
+        out += [f"results/figures/{d}/class_distribution.png", f"results/figures/{d}/sample_grid.png"]
         out += [f"results/figures/{d}/tsne_{r}_seed{seed}.png" for r in tsne_runs(config, d)]
     return out + mmn_figures(config) + kt_figures(config) + oltr_figures(config) + mfm_figures(config)
 
