@@ -79,3 +79,17 @@ def test_lenet5_gap_layers_are_modulatable_by_name():
 def test_lenet5_gap_has_no_pretrained_weights():
     with pytest.raises(ValueError, match="lenet5_gap has no pretrained weights"):
         create_backbone("lenet5_gap", weights="IMAGENET1K_V1")
+
+
+def test_vgg11_gap_is_mfm_mit67_basemodel():
+    """MFM sec. 4.4: VGG-11's convolutions, an average pooling, then only the classifier FC."""
+    net = create_backbone("vgg11_gap", in_channels=3).eval()
+    convs = [m for m in net.features if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 8 and net.features[18] is convs[-1]  # the last conv layer MFM modulates
+    assert net.dim == 512
+    # VGG-11 conv parameters: sum over (cin, cout) of 9 cin cout + cout for the 8 convolutions
+    pairs = [(3, 64), (64, 128), (128, 256), (256, 256), (256, 512), (512, 512), (512, 512), (512, 512)]
+    assert sum(p.numel() for p in net.parameters()) == sum(9 * a * b + b for a, b in pairs)  # 9,220,480
+    x = torch.randn(2, 3, 64, 64)
+    assert net.forward_map(x).shape == (2, 512, 2, 2)
+    assert net(x).shape == (2, 512)

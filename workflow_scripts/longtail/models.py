@@ -254,6 +254,32 @@ def vgg11(in_channels: int = 3, weights: str | None = None) -> Backbone:
     return VGGBackbone(tvm.get_model("vgg11", weights=weights), in_channels)
 
 
+class VGGGAPBackbone(Backbone):
+    """MFM's MIT-67 BaseModel (sec. 4.4): torchvision VGG's conv ``features`` with a global average
+    pooling, no fc blocks ("only reserving the last FC layer and adding an average-pooling before
+    it": that FC is the classifier head). The last conv layer is ``backbone.features.<i>`` (VGG-11:
+    ``features.18``, 512 channels)."""
+
+    def __init__(self, net: nn.Module, in_channels: int) -> None:
+        super().__init__()
+        if in_channels != 3:
+            first = net.features[0]
+            net.features[0] = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride,
+                                        first.padding)
+        self.features = net.features
+        self.dim = [m for m in net.features if isinstance(m, nn.Conv2d)][-1].out_channels
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+@register_backbone("vgg11_gap")
+def vgg11_gap(in_channels: int = 3, weights: str | None = None) -> Backbone:
+    import torchvision.models as tvm
+
+    return VGGGAPBackbone(tvm.get_model("vgg11", weights=weights), in_channels)
+
+
 class CosineClassifier(nn.Module):
     """logits = s * cos(x, w_j) with a learnable scale s (initialised at 16, as in KT / OLTR)."""
 
