@@ -234,10 +234,9 @@ def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
     sizes = None if profile == "none" else class_sizes(
         profile, n_known, n_max, imb, n_min=cur["n_min"], pareto_alpha=cur["pareto_alpha"],
         step_fraction=cur["step_fraction"])
-    k = cur["meta_per_class"]
-    if sizes is not None and cur["meta_mode"] == "development" and k > sizes.min():
-        raise ConfigError(f"{key}.curation.meta_per_class: {k} is larger than the smallest class "
-                          f"({int(sizes.min())} images); lower it")
+    # a development meta set copies min(meta_per_class, n_c) images of class c (MFM appendix C.3:
+    # "10 samples per class, other than the least frequency class with 6 samples"), so a
+    # meta_per_class above the smallest class is valid
     if shape.train_per_class is not None:
         _check_pools(f"{key}.curation", cur, src, shape, 1 if sizes is None else int(sizes.max()))
 

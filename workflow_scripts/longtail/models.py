@@ -101,6 +101,38 @@ def lenet5(in_channels: int = 1, weights: str | None = None) -> Backbone:
     return LeNet5(in_channels)
 
 
+class LeNet5GAP(Backbone):
+    """MFM's "modified LeNet" (appendix C.3, Table 6): LeNet-5 whose last convolution has a 3x3
+    kernel and is followed by global average pooling. Widths are LeNet-5's (the paper gives none):
+    conv1 6@5x5 (padding 2 for 28x28 input), max-pool, conv2 16@5x5, max-pool, conv3 120@3x3,
+    global average pooling, fc1 120 -> 84 (ReLU); the classifier head (84 -> classes) is FC2.
+    Table 6's modulated layers are ``backbone.conv1`` / ``conv2`` / ``conv3`` / ``fc1`` (each
+    module's pre-ReLU output)."""
+
+    def __init__(self, in_channels: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 6, 5, padding=2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.conv3 = nn.Conv2d(16, 120, 3)
+        self.fc1 = nn.Linear(120, 84)
+        self.dim = 84
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)  # (B, 6, 14, 14) for 28x28
+        x = F.max_pool2d(F.relu(self.conv2(x)), 2)  # (B, 16, 5, 5)
+        return F.relu(self.conv3(x))  # (B, 120, 3, 3)
+
+    def embed(self, fmap: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc1(torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)))
+
+
+@register_backbone("lenet5_gap")
+def lenet5_gap(in_channels: int = 1, weights: str | None = None) -> Backbone:
+    if weights:
+        raise ValueError("lenet5_gap has no pretrained weights; set weights: null")
+    return LeNet5GAP(in_channels)
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int) -> None:
         super().__init__()
@@ -220,6 +252,32 @@ def vgg11(in_channels: int = 3, weights: str | None = None) -> Backbone:
     import torchvision.models as tvm
 
     return VGGBackbone(tvm.get_model("vgg11", weights=weights), in_channels)
+
+
+class VGGGAPBackbone(Backbone):
+    """MFM's MIT-67 BaseModel (sec. 4.4): torchvision VGG's conv ``features`` with a global average
+    pooling, no fc blocks ("only reserving the last FC layer and adding an average-pooling before
+    it": that FC is the classifier head). The last conv layer is ``backbone.features.<i>`` (VGG-11:
+    ``features.18``, 512 channels)."""
+
+    def __init__(self, net: nn.Module, in_channels: int) -> None:
+        super().__init__()
+        if in_channels != 3:
+            first = net.features[0]
+            net.features[0] = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride,
+                                        first.padding)
+        self.features = net.features
+        self.dim = [m for m in net.features if isinstance(m, nn.Conv2d)][-1].out_channels
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+@register_backbone("vgg11_gap")
+def vgg11_gap(in_channels: int = 3, weights: str | None = None) -> Backbone:
+    import torchvision.models as tvm
+
+    return VGGGAPBackbone(tvm.get_model("vgg11", weights=weights), in_channels)
 
 
 class CosineClassifier(nn.Module):
