@@ -16,7 +16,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, MutableMapping
 
-import numpy as np
 import yaml
 
 from .curation import class_sizes
