@@ -112,6 +112,10 @@ def get_table_runs(wildcards):
     return targets.table_runs(config, wildcards.dataset)
 
 
+def get_shots(wildcards):
+    return targets.shots(config, wildcards.dataset)
+
+
 def get_open_threshold(wildcards):
     return targets.open_threshold(config, wildcards.dataset)
 

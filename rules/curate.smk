@@ -8,7 +8,7 @@ rule curate:
     params:
         source=get_dataset_source,
         curation=get_dataset_curation,
-        shots=config_provider("shots"),  # the shot group of each class is in the tables written
+        shots=get_shots,  # the shot group of each class is in the tables written
     log:
         "results/logs/curate/{dataset}.log",
     benchmark:

@@ -36,7 +36,7 @@ rule table:
         runs=get_table_runs,
         paper=get_paper_results,
         description=get_dataset_description,
-        shots=config_provider("shots"),
+        shots=get_shots,
         threshold=get_open_threshold,
     log:
         "results/logs/table/{dataset}.log",

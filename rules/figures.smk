@@ -14,7 +14,7 @@ rule class_distribution:
             caption="report/class_distribution.rst",
         ),
     params:
-        shots=config_provider("shots"),
+        shots=get_shots,
     log:
         "results/logs/class_distribution/{dataset}.log",
     benchmark:

@@ -3,6 +3,7 @@
 import pandas as pd
 
 from longtail.contracts import read_metrics
+from longtail.curation import ShotConfig
 from longtail.io import write_text
 from longtail.runtime import log_to
 from longtail.tables import build_table, summarise, table_notes, to_latex, to_markdown
@@ -17,7 +18,7 @@ def main(smk) -> None:
     notes = [
         smk.params.description or d,
         f"Top-1 accuracy (%) on the balanced test split, mean ± std over seeds. Shot groups by training "
-        f"images: many > {shots['many']}, few < {shots['few']}, medium otherwise. Open set: "
+        f"images ({ShotConfig(**shots).description}). Open set: "
         f"max softmax < {smk.params.threshold} rejects; F-measure as in OLTR's evaluation.",
         *table_notes(wide),
     ]

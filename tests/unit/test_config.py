@@ -282,7 +282,7 @@ def _field_default(f: dataclasses.Field):
 # schema writes the defaults: then they must equal the dataclass's; else the dataclass owns them)
 SCHEMA_DATACLASSES = {
     "curation": (("datasets", "*", "curation"), CurationConfig, {"seed"}, {"shots"}, True),  # seed: curate()'s
-    "shots": (("shots",), ShotConfig, set(), set(), True),
+    "shots": (("$defs", "shots"), ShotConfig, set(), set(), True),
     "glyphs_source": (("$defs", "glyphs_source"), GlyphSettings, {"name"}, set(), False),
 }
 

@@ -214,12 +214,25 @@ def test_shot_groups_strict_convention():
     samples, counts = curate(src, cfg, seed=0)
     assert counts["n_train"].tolist() == [101, 100, 20, 19]
     assert counts["shot_group"].tolist() == ["many", "medium", "medium", "few"]
-    assert set(counts["convention"]) == {"many: n > 100, medium: 20 <= n <= 100, few: n < 20"}
+    assert set(counts["convention"]) == {"strict: many n > 100, medium 20 <= n <= 100, few n < 20"}
     groups = samples.groupby("label")["shot_group"].unique()
     assert [list(g) for g in groups] == [["many"], ["medium"], ["medium"], ["few"]]
     # thresholds come from config
     cfg2 = CurationConfig.from_dict(dict(profile="none", val_per_class=20, shots={"many": 99, "few": 21}))
     assert curate(src, cfg2, seed=0)[1]["shot_group"].tolist() == ["many", "many", "few", "few"]
+
+
+def test_shot_groups_inclusive_convention_moves_the_boundary_classes():
+    # OLTR's / KT's code: many n >= 100, few n <= 20; the classes of exactly 100 and 20 images move
+    src = synthetic_source(train_per_class=(121, 120, 40, 39), test_per_class=5)
+    cfg = CurationConfig.from_dict(dict(profile="none", val_per_class=20,
+                                        shots={"many": 100, "few": 20, "convention": "inclusive"}))
+    _, counts = curate(src, cfg, seed=0)
+    assert counts["n_train"].tolist() == [101, 100, 20, 19]
+    assert counts["shot_group"].tolist() == ["many", "many", "few", "few"]
+    assert set(counts["convention"]) == {"inclusive: many n >= 100, medium 20 < n < 100, few n <= 20"}
+    with pytest.raises(ValueError, match="shots.convention: 'loose'"):
+        ShotConfig(convention="loose")
 
 
 def test_shot_config_boundaries():

@@ -301,3 +301,12 @@ def test_targets_import_no_torch():
     code = "import sys, longtail.targets; sys.exit('torch' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "workflow_scripts", capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr or "longtail.targets imported torch"
+
+
+def test_a_dataset_shots_block_overrides_the_global_one(cfg):
+    cfg = copy.deepcopy(cfg)
+    d = next(iter(cfg["datasets"]))
+    assert T.shots(cfg, d) == {"many": 100, "few": 20, "convention": "strict"}
+    cfg["datasets"][d]["shots"] = {"convention": "inclusive", "few": 10}
+    cfg = validate_config(cfg)  # the schema fills the dataset block's missing keys in
+    assert T.shots(cfg, d) == {"many": 100, "few": 10, "convention": "inclusive"}

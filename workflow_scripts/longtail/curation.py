@@ -27,24 +27,41 @@ from .contracts import (IMBALANCED_TEST_PREFIX, IMBALANCED_TEST_SPLITS, IMBALANC
 from .sources import DataError, SourceData
 
 
+SHOT_CONVENTIONS = ("strict", "inclusive")
+
+
 @dataclass(frozen=True)
 class ShotConfig:
-    """Shot groups by training count. Default = decoupling's convention (strict):
-    many: n > many, few: n < few, medium otherwise (OLTR paper text: >100, 20..100, <20)."""
+    """Shot groups by training count n, under one of two conventions:
+
+    - ``strict`` (default; decoupling, BALMS): many n > many, few n < few, medium otherwise;
+    - ``inclusive`` (OLTR's and KT's evaluation code, which produced their papers' numbers):
+      many n >= many, few n <= few, medium otherwise.
+    """
 
     many: int = 100
     few: int = 20
+    convention: str = "strict"
+
+    def __post_init__(self) -> None:
+        if self.convention not in SHOT_CONVENTIONS:
+            raise ValueError(f"shots.convention: '{self.convention}' is not one of {list(SHOT_CONVENTIONS)}")
+        if self.few > self.many:
+            raise ValueError(f"shots: few ({self.few}) must not exceed many ({self.many})")
 
     def group(self, n: int) -> str:
-        if n > self.many:
-            return "many"
-        if n < self.few:
-            return "few"
-        return "medium"
+        if self.convention == "inclusive":
+            return "many" if n >= self.many else "few" if n <= self.few else "medium"
+        return "many" if n > self.many else "few" if n < self.few else "medium"
 
     @property
-    def convention(self) -> str:
-        return f"many: n > {self.many}, medium: {self.few} <= n <= {self.many}, few: n < {self.few}"
+    def description(self) -> str:
+        """The groups as inequalities, named by convention (every table's note carries it)."""
+        if self.convention == "inclusive":
+            return (f"{self.convention}: many n >= {self.many}, medium {self.few} < n < {self.many}, "
+                    f"few n <= {self.few}")
+        return (f"{self.convention}: many n > {self.many}, medium {self.few} <= n <= {self.many}, "
+                f"few n < {self.few}")
 
 
 @dataclass(frozen=True)
@@ -311,7 +328,7 @@ def class_counts(samples: pd.DataFrame, shots: ShotConfig) -> pd.DataFrame:
     table.columns.name = None
     table = table.rename(columns={s: f"n_{s}" for s in splits})
     table["shot_group"] = [shots.group(int(n)) for n in table["n_train"]]
-    table["convention"] = shots.convention
+    table["convention"] = shots.description
     return table.sort_values("label").reset_index(drop=True)
 
 

@@ -64,6 +64,11 @@ def first_seed(config: Config) -> int:
     return config["seeds"][0]
 
 
+def shots(config: Config, dataset: str) -> dict:
+    """A dataset's shot groups: the global ``shots`` with the dataset's own keys over it."""
+    return {**config["shots"], **(config["datasets"][dataset].get("shots") or {})}
+
+
 def open_threshold(config: Config, dataset: str) -> float:
     """A dataset's open-set threshold, else the global one."""
     own = config["datasets"][dataset]["open_threshold"]
