@@ -93,3 +93,18 @@ def test_vgg11_gap_is_mfm_mit67_basemodel():
     x = torch.randn(2, 3, 64, 64)
     assert net.forward_map(x).shape == (2, 512, 2, 2)
     assert net(x).shape == (2, 512)
+
+
+def test_lenet5_bn_is_lenet5_with_batchnorm_and_its_layer_names():
+    net = create_backbone("lenet5_bn", in_channels=1)
+    # LeNet-5: conv1 1*6*25+6 = 156, conv2 6*16*25+16 = 2,416, fc1 400*120+120 = 48,120,
+    # fc2 120*84+84 = 10,164 (60,856); BatchNorm weight + bias: 2*(6 + 16 + 120) = 284
+    assert sum(p.numel() for p in net.parameters()) == 60_856 + 284
+    assert sum(p.numel() for p in create_backbone("lenet5", in_channels=1).parameters()) == 60_856
+    norms = [m for m in net.modules() if isinstance(m, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d))]
+    assert [m.num_features for m in norms] == [6, 16, 120]
+    names = dict(net.named_modules())
+    assert {"conv1", "conv2", "fc1", "fc2"} <= set(names)  # MFM's `layers: [backbone.fc2]` resolves
+    net.train()
+    emb = net.embed(net.forward_map(torch.randn(4, 1, 28, 28)))
+    assert emb.shape == (4, 84) and net.dim == 84

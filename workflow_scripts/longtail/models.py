@@ -101,6 +101,32 @@ def lenet5(in_channels: int = 1, weights: str | None = None) -> Backbone:
     return LeNet5(in_channels)
 
 
+class LeNet5BN(LeNet5):
+    """LeNet-5 with BatchNorm after conv1, conv2 and fc1: the embedded default's backbone. Without
+    normalisation, lr 0.1 on a long-tailed curation can diverge or end as a constant predictor
+    (balanced softmax, MFM: benchmarks/stability.py); the layer names are LeNet-5's, so MFM still
+    modulates ``backbone.fc2``. Paper presets that name LeNet-5 keep ``lenet5``."""
+
+    def __init__(self, in_channels: int = 1) -> None:
+        super().__init__(in_channels)
+        self.bn1, self.bn2, self.bn_fc1 = nn.BatchNorm2d(6), nn.BatchNorm2d(16), nn.BatchNorm1d(120)
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.bn1(self.conv1(x))), 2)
+        return F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+
+    def embed(self, fmap: torch.Tensor) -> torch.Tensor:
+        fmap = F.adaptive_avg_pool2d(fmap, 5) if fmap.shape[-1] != 5 else fmap
+        return F.relu(self.fc2(F.relu(self.bn_fc1(self.fc1(torch.flatten(fmap, 1))))))
+
+
+@register_backbone("lenet5_bn")
+def lenet5_bn(in_channels: int = 1, weights: str | None = None) -> Backbone:
+    if weights:
+        raise ValueError("lenet5_bn has no pretrained weights; set weights: null")
+    return LeNet5BN(in_channels)
+
+
 class LeNet5GAP(Backbone):
     """MFM's "modified LeNet" (appendix C.3, Table 6): LeNet-5 whose last convolution has a 3x3
     kernel and is followed by global average pooling. Widths are LeNet-5's (the paper gives none):

@@ -15,7 +15,7 @@ from . import register_config
 
 # Names registered in longtail.models (a test keeps the two in step).
 BACKBONES = (
-    "lenet", "lenet5", "lenet5_gap", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+    "lenet", "lenet5", "lenet5_bn", "lenet5_gap", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
     "resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "resnext50_32x4d", "vgg11", "vgg11_gap",
 )
 HEADS = ("linear", "cosine")
