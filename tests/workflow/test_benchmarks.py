@@ -51,7 +51,7 @@ def test_trainer_throughput_prints_its_ratios():
 def test_dag_benchmark_prints_ours_beside_snakemakes_floor():
     out = run_script("dag.py", "--configfile", "config.yaml")
     ours = re.search(r"snakemake -n --quiet rules.*?: (\d+) jobs, ([\d.]+) s wall", out)
-    assert ours and int(ours.group(1)) > 100, out
+    assert ours and int(ours.group(1)) >= 50, out
     for label in ("bare", "directives"):
         m = re.search(rf"synthetic -n --quiet rules, {label}\s*: (\d+) jobs, ([\d.]+) s wall.*ours / this = ([\d.]+)", out)
         assert m, out

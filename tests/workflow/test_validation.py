@@ -67,8 +67,8 @@ CASES: dict[str, tuple[Callable[[dict], None], list[str]]] = {
                               [f"{CUR}.open_classes", "Bag", "known_classes"]),
     "unknown_class_name": (_set(f"{CUR}.open_classes", ["Hat"]), [f"{CUR}", "Hat"]),
     "shots_out_of_order": (_set("shots", {"many": 10, "few": 50}), ["shots", "few", "many"]),
-    "meta_k_above_smallest_class": (_many(_set(f"{CUR}.meta_per_class", 50), _set(f"{CUR}.meta_mode", "development")),
-                                    [f"{CUR}.meta_per_class", "smallest class"]),
+    "meta_set_above_pool": (_many(_set(f"{CUR}.meta_per_class", 5950), _set(f"{CUR}.meta_mode", "disjoint")),
+                            [f"{CUR}.meta_per_class", "training images per class"]),
     "unknown_backbone": (_set("runs.plain.params.backbone", "vgg99"), ["runs.plain", "backbone", "vgg99"]),
     "unknown_sampler": (_set("runs.plain.params.sampler", "lottery"), ["runs.plain", "sampler", "lottery"]),
     "bad_init_from": (_set("runs.plain.init_from", "ghost"), ["runs.plain.init_from", "ghost"]),
@@ -211,7 +211,7 @@ def test_malformed_config_fails_with_one_line_naming_the_key(case: str) -> None:
 
 
 # Through the real workflow: parse-time failure, no job, no results/ directory.
-DRY_RUN_CASES = ["unknown_method", "negative_imbalance", "missing_dataset_source", "meta_k_above_smallest_class",
+DRY_RUN_CASES = ["unknown_method", "negative_imbalance", "missing_dataset_source", "meta_set_above_pool",
                  "misspelt_source_option", "epochs_bool", "lr_nan", "paper_result_word", "test_per_class_above_pool",
                  "open_class_by_name_and_index"]
 
