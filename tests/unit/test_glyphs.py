@@ -126,7 +126,9 @@ def test_exclusion_rule_on_real_fonts() -> None:
     pattern = [Typeface("fonts-aenigma", str(AENIGMA / n)) for n in ("90stars.ttf", "symmetry.ttf")]
     one_case = Typeface("fonts-aenigma", str(AENIGMA / "upraise.ttf"))
     decorated = Typeface("fonts-aenigma", str(AENIGMA / "outersid.ttf"))  # thin, odd, but letters
-    faces = [*text, dingbats, symbol, *pattern, one_case, decorated]
+    skulls = Typeface("fonts-aenigma", str(AENIGMA / "skullcap.ttf"))  # a skull for every lowercase letter
+    rough = Typeface("fonts-aenigma", str(AENIGMA / "turmoil.ttf"))  # rough, but its lowercase are letters
+    faces = [*text, dingbats, symbol, *pattern, one_case, decorated, skulls, rough]
     images = np.stack([render_typeface(tf, EMNIST_BALANCED) for tf in faces])
     infos = [font_info(tf, EMNIST_BALANCED) for tf in faces]
     reasons, scores = glyphs.exclusions(images, infos, GlyphSettings())
@@ -135,7 +137,8 @@ def test_exclusion_rule_on_real_fonts() -> None:
     assert all(why[p.id] == "not_characters" for p in pattern)
     assert why[symbol.id] == "symbol" and infos[len(text) + 1].symbol
     assert why[one_case.id] == "one_case"
-    assert why[decorated.id] == "" and all(why[t.id] == "" for t in text)
+    assert why[skulls.id] == "pictures"
+    assert why[decorated.id] == why[rough.id] == "" and all(why[t.id] == "" for t in text)
     s = dict(zip(why, scores["structure"]))
     assert max(s[dingbats.id], *(s[p.id] for p in pattern)) < 0.15 and min(s[t.id] for t in text) > 0.3
 
@@ -157,6 +160,18 @@ def test_case_similarity() -> None:
     sim = case_similarity(imgs, classes)
     assert sim[1] == pytest.approx(1.0) and sim[0] < 0.5
     assert case_similarity(imgs, ("A", "B", "C", "D")).tolist() == [0, 0]
+
+
+def test_case_variety() -> None:
+    rng = np.random.default_rng(2)
+    classes = ("A", "B", "C", "a", "b", "c")
+    imgs = rng.integers(0, 256, (2, 6, 8, 8), dtype=np.uint8)
+    imgs[1, 4:] = imgs[1, 3]  # face 1 draws one picture in every lowercase slot
+    v = glyphs.case_variety(imgs, classes)
+    # face 1: lowercase pairwise similarity 1 -> numerator 0; face 0: independent noise on both
+    # sides, so the two medians are alike and the ratio is near 1
+    assert v[1] == pytest.approx(0.0, abs=1e-6) and 0.7 < v[0] < 1.4
+    assert glyphs.case_variety(imgs, ("A", "B", "C", "D", "a", "E")).tolist() == [1, 1]  # one pair only
 
 
 # ---------------------------------------------------------------------------------- splits

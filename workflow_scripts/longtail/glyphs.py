@@ -18,7 +18,10 @@ Pipeline (:func:`build_glyphs`), each step a pure function of the previous one's
      resemble one another the way characters do (dingbat, pattern and ornament fonts);
    - ``one_case``: :func:`case_similarity` >= ``max_case_similarity``: its lowercase classes are
      drawn as its capitals (titling, small-caps, caps-only fonts; or the reverse), so "a" and "A"
-     would be one image under two labels.
+     would be one image under two labels;
+   - ``pictures``: :func:`case_variety` < ``min_case_variety``: its lowercase classes are far more
+     alike than its capitals, i.e. one picture repeated under several labels (skullcap draws a
+     skull for every lowercase letter, so "e", "f" and "g" would be one image under three labels).
    Measured on the default packages (613 distinct faces, 47 classes): every face below 0.2
    structure is a dingbat or pattern font, or draws a class set that is not these characters
    (symmetry -0.13, lineding -0.08, 90stars -0.02, bitbttf, fauxsnow, bin01st, hdmaker 0.01,
@@ -28,7 +31,10 @@ Pipeline (:func:`build_glyphs`), each step a pure function of the previous one's
    The case similarity has no clean gap: one-case faces sit at 0.9-1.0 (koneerie 0.90, upraise
    0.93, konector 0.95, pdark and powdwrk5 1.0), unicase designs with a real lowercase just below
    (falsepos 0.85), and a few caps-only outline faces too (chintzys, underwho 0.86).
-   Both thresholds are calibrated on the 47 classes; with far fewer classes the structure score
+   The case variety of skullcap is 0.36; the next faces are turmoil 0.56 (legible rough letters)
+   and Nimbus Roman Bold 0.76; the rule is one-sided because block capitals are legitimately
+   alike (jasper's capitals are 5x more alike than its lowercase).
+   The thresholds are calibrated on the 47 classes; with far fewer classes the structure score
    is noisier (fewer pairs), and a pattern font may pass 0.2.
 6. :func:`assign_splits`: seeded, disjoint train / val / meta / test pools of typefaces, a
    family's styles kept together by default, so no test image's typeface (nor its bold or
@@ -87,6 +93,7 @@ class GlyphSettings:
     exclude_symbol_fonts: bool = True
     min_structure: float | None = 0.2  # see character_structure; None: no such exclusion
     max_case_similarity: float | None = 0.9  # see case_similarity; None: no such exclusion
+    min_case_variety: float | None = 0.5  # see case_variety; None: no such exclusion
     split_fractions: tuple[tuple[str, float], ...] = (("train", 0.6), ("val", 0.1), ("meta", 0.1), ("test", 0.2))
     split_seed: int = 0
     split_by: str = "family"  # "family": a family's styles share a pool; "typeface": each face on its own
@@ -361,8 +368,28 @@ def case_similarity(images: np.ndarray, classes: Sequence[str]) -> np.ndarray:
     return np.median(np.einsum("fcd,fcd->fc", x[:, list(low)], x[:, list(up)]), axis=1)
 
 
+def case_variety(images: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """Per typeface, how varied its lowercase classes are relative to their capitals:
+    (1 - median pairwise similarity of the lowercase renders of :func:`case_pairs`) /
+    (1 - the same over their capitals), mean-centred and unblurred. About 1 for a text face (its
+    "a", "g" and "t" differ as much as its "A", "G" and "T" do); near 0 when the lowercase slots
+    hold one repeated picture; 1 when fewer than two case pairs exist."""
+    pairs = case_pairs(classes)
+    if len(pairs) < 2:
+        return np.ones(len(images))
+    x = _unit_vectors(images, 0.0)
+    iu = np.triu_indices(len(pairs), 1)
+
+    def median_similarity(idx: list[int]) -> np.ndarray:
+        sub = x[:, idx]
+        return np.median(np.einsum("fcd,fkd->fck", sub, sub)[:, iu[0], iu[1]], axis=1)
+
+    low, up = (list(t) for t in zip(*pairs))
+    return (1.0 - median_similarity(low)) / np.maximum(1.0 - median_similarity(up), 1e-6)
+
+
 def exclusion_scores(images: np.ndarray, classes: Sequence[str], cache: Path | None = None) -> dict[str, np.ndarray]:
-    """:func:`character_structure` and :func:`case_similarity` of every typeface. With ``cache``
+    """:func:`character_structure`, :func:`case_similarity` and :func:`case_variety` of every typeface. With ``cache``
     (a ``.npz`` beside the renders) they are read from it when it was computed from these very
     renders (same array checksum), else computed and saved: every job that loads the source
     (train, infer, figures) would otherwise spend about a second recomputing them."""
@@ -373,10 +400,11 @@ def exclusion_scores(images: np.ndarray, classes: Sequence[str], cache: Path | N
         try:
             with np.load(cache, allow_pickle=False) as z:
                 if str(z["checksum"]) == key:
-                    return {"structure": z["structure"], "case_similarity": z["case_similarity"]}
+                    return {k: z[k] for k in ("structure", "case_similarity", "case_variety")}
         except (OSError, ValueError, KeyError):
             log.warning("glyphs: unreadable score cache %s, recomputing it", cache)
-    scores = {"structure": character_structure(images), "case_similarity": case_similarity(images, classes)}
+    scores = {"structure": character_structure(images), "case_similarity": case_similarity(images, classes),
+              "case_variety": case_variety(images, classes)}
     if cache is not None:
         with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, checksum=np.array(key), **scores)
@@ -385,22 +413,24 @@ def exclusion_scores(images: np.ndarray, classes: Sequence[str], cache: Path | N
 
 def exclusions(images: np.ndarray, infos: Sequence[FontInfo], settings: GlyphSettings,
                scores: Mapping[str, np.ndarray] | None = None) -> tuple[list[str], dict]:
-    """Why each typeface is excluded ("" when kept): ``symbol``, ``not_characters`` or
-    ``one_case`` (first that applies, in this order), and the scores behind it (``scores``:
+    """Why each typeface is excluded ("" when kept): ``symbol``, ``not_characters``, ``one_case``
+    or ``pictures`` (first that applies, in this order), and the scores behind it (``scores``:
     :func:`exclusion_scores` of ``images``, computed when not given)."""
     scores = scores if scores is not None else exclusion_scores(images, settings.classes)
-    structure, case = scores["structure"], scores["case_similarity"]
+    structure, case, variety = scores["structure"], scores["case_similarity"], scores["case_variety"]
     reasons = []
-    for info, s, c in zip(infos, structure, case):
+    for info, s, c, v in zip(infos, structure, case, variety):
         if settings.exclude_symbol_fonts and info.symbol:
             reasons.append("symbol")
         elif settings.min_structure is not None and s < settings.min_structure:
             reasons.append("not_characters")
         elif settings.max_case_similarity is not None and c >= settings.max_case_similarity:
             reasons.append("one_case")
+        elif settings.min_case_variety is not None and v < settings.min_case_variety:
+            reasons.append("pictures")
         else:
             reasons.append("")
-    return reasons, {"structure": structure, "case_similarity": case}
+    return reasons, {"structure": structure, "case_similarity": case, "case_variety": variety}
 
 
 # ---------------------------------------------------------------------------------- splits
@@ -533,11 +563,12 @@ def build_glyphs(settings: GlyphSettings) -> GlyphSet:
                          f"{''.join(settings.classes)}")
     reasons, scores = exclusions(images, infos, settings, exclusion_scores(
         images, settings.classes, path.with_name(f"scores-{path.stem}.npz")))
-    for why in ("symbol", "not_characters", "one_case"):
+    for why in ("symbol", "not_characters", "one_case", "pictures"):
         counts[f"excluded_{why}"] = reasons.count(why)
     excluded = [{"typeface": i.typeface.id, "reason": r, "structure": round(float(s), 3),
-                 "case_similarity": round(float(c), 3)}
-                for i, r, s, c in zip(infos, reasons, scores["structure"], scores["case_similarity"]) if r]
+                 "case_similarity": round(float(c), 3), "case_variety": round(float(v), 3)}
+                for i, r, s, c, v in zip(infos, reasons, scores["structure"], scores["case_similarity"],
+                                         scores["case_variety"]) if r]
     keep = [k for k, r in enumerate(reasons) if not r]
     images, infos = images[keep], [infos[k] for k in keep]
     counts["kept"] = len(infos)
@@ -555,6 +586,7 @@ def build_glyphs(settings: GlyphSettings) -> GlyphSet:
                                        "exclude_symbol_fonts": settings.exclude_symbol_fonts,
                                        "min_structure": settings.min_structure,
                                        "max_case_similarity": settings.max_case_similarity,
+                                       "min_case_variety": settings.min_case_variety,
                                        "split_fractions": dict(settings.split_fractions),
                                        "split_seed": settings.split_seed, "split_by": settings.split_by}),
         "glyphs_counts": json.dumps(counts),
@@ -562,10 +594,10 @@ def build_glyphs(settings: GlyphSettings) -> GlyphSet:
         "glyphs_excluded": json.dumps(excluded),
     }
     log.info("glyphs: %s typefaces -> %s cover the %d classes -> %s render -> %s distinct -> %s kept "
-             "(excluded: %s symbol, %s not characters, %s one case); array sha256 %s; cache %s",
+             "(excluded: %s symbol, %s not characters, %s one case, %s pictures); array sha256 %s; cache %s",
              counts["typefaces"], counts["cover_classes"], len(settings.classes), counts["rendered"],
              counts["distinct"], counts["kept"], counts["excluded_symbol"], counts["excluded_not_characters"],
-             counts["excluded_one_case"], checksum[:16], path)
+             counts["excluded_one_case"], counts["excluded_pictures"], checksum[:16], path)
     log.info("glyphs: typefaces (families) per split: %s",
              ", ".join(f"{s} {c['typefaces']} ({c['families']})" for s, c in counts["splits"].items()))
     return GlyphSet(tuple(settings.classes), images, tuple(infos), splits, counts, provenance)
