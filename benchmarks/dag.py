@@ -50,7 +50,7 @@ from hide_slurm import path_without_slurm  # noqa: E402
 SNAKEMAKE = Path(sys.executable).with_name("snakemake")  # the venv's, else the one on PATH
 if not SNAKEMAKE.exists():
     SNAKEMAKE = Path(shutil.which("snakemake") or "snakemake")
-DEFAULT_CONFIGS = [ROOT / "config.yaml", ROOT / "benchmarks" / "configs" / "paper_scale.yaml"]
+DEFAULT_CONFIGS = [ROOT / "config" / "presets" / "fmnist_lt.yaml", ROOT / "benchmarks" / "configs" / "paper_scale.yaml"]
 TARGET_S = 5.0
 
 
@@ -167,7 +167,7 @@ def best(runs: list[tuple[float, float, int | None]]) -> tuple[float, float, int
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--configfile", nargs="+", type=Path, default=DEFAULT_CONFIGS,
-                    help="config files, layered in order (default: config.yaml + paper_scale.yaml)")
+                    help="config files, layered in order (default: config/presets/fmnist_lt.yaml + paper_scale.yaml)")
     ap.add_argument("--seeds", type=int, default=None, help="override the seeds with 0..N-1 (paper_scale has 5)")
     ap.add_argument("--repeat", type=int, default=1, help="rounds; the best of each form is reported")
     args = ap.parse_args()

@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "workflow_scripts")
 
 from longtail.methods.metamodelnet import metanet as M  # noqa: E402
 
-COUNTS = (1000, 469, 220, 103, 48, 22, 10, 5)  # the embedded Fashion-MNIST-LT profile
+COUNTS = (1000, 469, 220, 103, 48, 22, 10, 5)  # the Fashion-MNIST-LT profile (config/presets/fmnist_lt.yaml)
 TARGET_X = 50.0  # speed-up the batched bank must reach on the paper's bank size
-DEFAULT_FEATURES = Path(__file__).resolve().parents[1] / "results/features/fmnist_lt/plain/seed0.parquet"
+DEFAULT_FEATURES = Path(__file__).resolve().parents[1] / "results/features/glyph_lt/plain/seed0.parquet"
 PAPER_SUBSETS = (1000, 765, 585, 447, 342, 262, 200)  # S = 1000 for k = 1 down to 200 for k = 64 (the paper's bank)
 
 

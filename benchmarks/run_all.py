@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     where = f"commit {provenance.commit(HERE.parent)} · {provenance.machine()}"
     failed = []
     main_job = Path(tempfile.mkdtemp(prefix="bench-main-job-"))
-    features = main_job / "results/features/fmnist_lt/plain/seed0.parquet"
+    features = main_job / "results/features/glyph_lt/plain/seed0.parquet"
     try:
         for script in scripts:
             extra = {"main_job.py": ["--keep", str(main_job)],

@@ -51,7 +51,7 @@ HP = {"backbone": "lenet5", "batch_size": BATCH, "lr": 0.05, "momentum": 0.9, "w
       "schedule": "constant"}
 
 
-def curated_splits(dataset: str = "fmnist_lt") -> tuple[SplitData, SplitData, DatasetInfo]:
+def curated_splits(dataset: str = "glyph_lt") -> tuple[SplitData, SplitData, DatasetInfo]:
     """Train and val splits of a dataset of config.yaml, curated exactly as the workflow does."""
     config = yaml.safe_load((ROOT / "config.yaml").read_text())
     ds = config["datasets"][dataset]

@@ -126,8 +126,8 @@ def ensure_default_fashion_mnist() -> int:
         "Fashion-MNIST not found (looked in " + where + ").\n"
         "Get it one of these ways:\n"
         "  - as root on Debian/Ubuntu: apt-get install dataset-fashion-mnist\n"
-        "  - with internet: set datasets.fmnist_lt.source.download: true in config.yaml\n"
-        "  - set datasets.fmnist_lt.source.root to a folder holding the four IDX files",
+        "  - with internet: set download: true in the fashion_mnist source block of your config\n"
+        "  - set root in that source block to a folder holding the four IDX files",
         file=sys.stderr,
     )
     return 1

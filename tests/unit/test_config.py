@@ -28,7 +28,9 @@ METHODS = methods.available_methods()
 
 
 def default_config() -> dict:
-    return yaml.safe_load((ROOT / "config.yaml").read_text())
+    """The Fashion-MNIST-LT experiment (config/presets/fmnist_lt.yaml): small, on a released
+    dataset whose pool sizes are fixed, and the base the layered configs extend."""
+    return yaml.safe_load((ROOT / "config" / "presets" / "fmnist_lt.yaml").read_text())
 
 
 # ------------------------------------------------------------------------------ registries
@@ -145,7 +147,7 @@ def test_bad_value_names_the_key():
 # ------------------------------------------------------------------------------ check_config
 
 
-# layered on config.yaml (see their headers), merged in order as Snakemake does
+# layered on config/presets/fmnist_lt.yaml (see their headers), merged in order as Snakemake does
 LAYERED = {"tests/configs/large.yaml": ["tests/configs/large.yaml"],
            "benchmarks/configs/paper_scale.yaml": ["benchmarks/configs/paper_scale.yaml"],
            "benchmarks/configs/paper_scale_main.yaml": ["benchmarks/configs/paper_scale.yaml",
@@ -190,7 +192,7 @@ def test_malformed_config_names_the_key(dotted, value, named):
 
 
 def test_shipped_configs_stay_finite_and_feasible_on_the_default():
-    """The default config's numbers sit inside Fashion-MNIST's pools; one past them is refused."""
+    """The Fashion-MNIST-LT config's numbers sit inside Fashion-MNIST's pools; one past them is refused."""
     cur = "datasets.fmnist_lt.curation"
     for key, value in (("test_per_class", 1001), ("open_per_class", 1001), ("val_per_class", 5001)):
         with pytest.raises(ConfigError, match=rf"^{cur}\.{key}: "):

@@ -1,7 +1,8 @@
 """Curation: exact class sizes per profile, seeded determinism, disjoint splits, open set, shots.
 
 Most tests curate a small synthetic source built here (labels only matter to curation); one test
-curates the real Fashion-MNIST with the default config.yaml.
+curates the real Fashion-MNIST with config/presets/fmnist_lt.yaml, and the real glyphs with the
+default config.yaml.
 """
 
 from pathlib import Path
@@ -267,8 +268,8 @@ def test_known_classes_subset():
 
 
 def test_default_config_on_real_fashion_mnist():
-    """The embedded default (config.yaml) on the real Fashion-MNIST: exact sizes and shot groups."""
-    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    """The Fashion-MNIST-LT experiment on the real Fashion-MNIST: exact sizes and shot groups."""
+    config = yaml.safe_load((ROOT / "config" / "presets" / "fmnist_lt.yaml").read_text())
     ds = config["datasets"]["fmnist_lt"]
     try:
         source = load_source(ds["source"]["name"], {k: v for k, v in ds["source"].items() if k != "name"})
@@ -304,3 +305,28 @@ def test_default_config_on_real_fashion_mnist():
     for source_split, grp in samples.groupby("source"):
         orig = source.labels[source_split][grp["source_index"].to_numpy()]
         assert (np.array(source.class_names)[orig] == grp["class_name"].to_numpy()).all()
+
+
+def test_default_config_on_real_glyphs():
+    """The default experiment (config.yaml) on the real rendered glyphs: LDAM-DRW's exponential
+    formula n_i = floor(300 * 22^(-i/43)) over 44 known classes, ImageNet-LT-like group counts."""
+    config = yaml.safe_load((ROOT / "config.yaml").read_text())
+    (name, ds), = config["datasets"].items()
+    try:
+        source = load_source(ds["source"]["name"], {**{k: v for k, v in ds["source"].items() if k != "name"},
+                                                    "progress": False})
+    except DataError as exc:
+        pytest.skip(f"glyph fonts not installed: {exc}")
+    cur = dict(ds["curation"])
+    seed = cur.pop("seed", 0)
+    cur.setdefault("shots", config.get("shots", {}))
+    samples, counts = curate(source, CurationConfig.from_dict(cur), seed=seed)
+    expected = [int(np.floor(300 * 22 ** (-i / 43) + 1e-9)) for i in range(44)]
+    assert counts["n_train"].tolist() == expected and sum(expected) == 4122
+    assert expected[0] == 300 and expected[-1] == 13
+    groups = counts["shot_group"].value_counts().to_dict()
+    assert groups == {"many": 16, "medium": 22, "few": 6}  # ImageNet-LT: 38.5 / 47.9 / 13.6 % of 44 = 17 / 21 / 6
+    assert counts["n_val"].tolist() == [20] * 44 and counts["n_test"].tolist() == [100] * 44
+    opened = samples[samples["split"] == "open"]
+    assert len(opened) == 300 and set(opened["class_name"]) == {"X", "Y", "Z"}
+    assert (samples["split"] == "meta").sum() == 440  # 10 development copies per class, all classes >= 13

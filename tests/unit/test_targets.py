@@ -202,9 +202,9 @@ def test_figures_need_their_base_run(cfg):
 def test_default_config_targets():
     """The default experiment's target: every table and figure of config.yaml."""
     cfg = shipped("config.yaml")
-    f = "results/figures/fmnist_lt"
+    f = "results/figures/glyph_lt"
     assert T.final_outputs(cfg) == [
-        "results/tables/fmnist_lt.md", "results/tables/fmnist_lt.csv", "results/tables/fmnist_lt.tex",
+        "results/tables/glyph_lt.md", "results/tables/glyph_lt.csv", "results/tables/glyph_lt.tex",
         "results/tables/summary.parquet", f"{f}/class_distribution.png", f"{f}/sample_grid.png",
         f"{f}/tsne_plain_seed0.png",
         f"{f}/mmn_dynamics_metamodelnet_seed0.png", f"{f}/mmn_dynamics_metamodelnet_fix_split_seed0.png",

@@ -15,7 +15,7 @@ import pytest
 
 from smk_runs import ROOT, SMK, SMOKE, env
 
-MODEL = "results/train/fmnist_lt/plain/seed0/model.pt"  # a job of config.yaml's dataset and run
+MODEL = "results/train/glyph_lt/plain/seed0/model.pt"  # a job of config.yaml's dataset and run
 
 
 def dry_run(cwd: Path, args: Sequence[str]) -> subprocess.CompletedProcess:
