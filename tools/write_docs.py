@@ -24,6 +24,10 @@ blocks stay byte for byte. The word after ``results:begin`` names the kind of bl
 ``bench``
     The output files of ``benchmarks/run_all.py`` (``<results>/bench/*.txt``), verbatim, each under
     the commit and machine its header names. Optional: without them the block is left as it is.
+``claims dataset=D``
+    The papers' directional claims (:data:`CLAIMS`) on dataset D, from the per-seed metrics
+    tables ``<results>/metrics/D/<run>/seed*.parquet``: both runs' mean ± std, the paired
+    difference and the number of seeds in which each claim holds.
 ``papers``
     The papers' reported figures, from ``paper_results`` in ``config/presets/*.yaml``.
 
@@ -250,7 +254,90 @@ def block_papers(ctx: Context, opts: dict[str, str], what: str) -> str:
     return "\n".join(parts)
 
 
-KINDS = {"table": block_table, "data": block_data, "rules": block_rules, "train-time": block_train_time,
+@dataclass(frozen=True)
+class Claim:
+    """A paper's directional claim, tested as ``run`` against ``baseline`` on one metric row
+    (test split) of the metrics tables, paired by seed."""
+
+    paper: str
+    claim: str
+    run: str
+    baseline: str
+    setting: str
+    group: str
+    metric: str
+    higher_is_better: bool = True
+
+
+CLAIMS = (
+    Claim("MetaModelNet", "few-shot accuracy above plain", "metamodelnet", "plain", "closed", "few", "top1"),
+    Claim("MetaModelNet", "few-shot accuracy above its classifier alone", "metamodelnet", "mmn_classifier_alone",
+          "closed", "few", "top1"),
+    Claim("OLTR", "open-set F-measure above plain (near open set)", "oltr", "plain", "open", "overall", "f_measure"),
+    Claim("OLTR", "open-set F-measure above plain (far open set)", "oltr", "plain", "open_far", "overall",
+          "f_measure"),
+    Claim("KT", "ensemble's few-shot accuracy above the cosine classifier", "kt_ensemble", "kt_backbone",
+          "closed", "few", "top1"),
+    Claim("MFM", "error below plain", "mfm", "plain", "closed", "overall", "error", higher_is_better=False),
+    Claim("LDAM-DRW", "error below plain", "ldam_drw", "plain", "closed", "overall", "error",
+          higher_is_better=False),
+    Claim("Class-balanced loss", "error below plain (CB focal)", "cb_focal", "plain", "closed", "overall", "error",
+          higher_is_better=False),
+    Claim("Class-balanced loss", "error below plain (CB softmax)", "cb_softmax", "plain", "closed", "overall",
+          "error", higher_is_better=False),
+)
+
+
+def claim_values(folder: Path, run: str, c: Claim) -> dict[int, float]:
+    """{seed: value in percent} of one run's metric row, from its per-seed metrics tables."""
+    import pandas as pd
+
+    out = {}
+    for path in sorted((folder / run).glob("seed*.parquet")):
+        if path.name.endswith(".per_class.parquet"):
+            continue
+        m = pd.read_parquet(path)
+        hit = m[(m["split"] == "test") & (m["setting"] == c.setting) & (m["group"] == c.group)
+                & (m["metric"] == c.metric)]
+        if len(hit):
+            out[int(path.stem.removeprefix("seed"))] = 100.0 * float(hit["value"].iloc[0])
+    return out
+
+
+def block_claims(ctx: Context, opts: dict[str, str], what: str) -> str:
+    """Each claim of :data:`CLAIMS`: the run's and the baseline's mean ± std over seeds, their paired
+    difference (run − baseline, so negative is better for an error), and in how many seeds the
+    claim holds."""
+    import statistics
+
+    dataset = opts.get("dataset") or _missing_option(what, "dataset")
+    folder = require(ctx.results / "metrics" / dataset, what)
+    rows = []
+
+    def ms(values: list[float]) -> str:
+        if not values:
+            return DASH
+        return f"{statistics.mean(values):.2f}" + (f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else "")
+
+    for c in CLAIMS:
+        a, b = claim_values(folder, c.run, c), claim_values(folder, c.baseline, c)
+        seeds = sorted(set(a) & set(b))
+        what_row = f"{c.paper}: {c.claim}"
+        pair = f"`{c.run}` vs `{c.baseline}`"
+        if not seeds:
+            missing = [r for r, v in ((c.run, a), (c.baseline, b)) if not v]
+            rows.append([what_row, pair, DASH, DASH, DASH, f"not measured (no {', '.join(missing)} results)"])
+            continue
+        diff = [a[s] - b[s] for s in seeds]
+        holds = sum((d > 0) if c.higher_is_better else (d < 0) for d in diff)
+        verdict = "holds" if holds == len(seeds) else "does not hold" if holds == 0 else "mixed"
+        rows.append([what_row, pair, ms([a[s] for s in seeds]), ms([b[s] for s in seeds]), ms(diff),
+                     f"{verdict} ({holds}/{len(seeds)} seeds)"])
+    return markdown(["Claim", "Runs", "Run", "Baseline", "Difference", "Verdict"], rows, left=2) \
+        + "\n" + ctx.source(folder)
+
+
+KINDS = {"claims": block_claims, "table": block_table, "data": block_data, "rules": block_rules, "train-time": block_train_time,
          "bench": block_bench, "papers": block_papers}
 
 

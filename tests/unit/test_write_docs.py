@@ -242,3 +242,32 @@ def test_missing_readme_figure_is_an_error_and_writes_nothing(tmp_path, monkeypa
     assert "sample_grid.png" in capsys.readouterr().err
     assert page.read_text() == doc("table dataset=toy")  # nothing written
     assert not (tmp_path / "docs" / "img").exists()
+
+
+def _metrics(path: Path, rows: list[tuple[str, str, str, float]]) -> None:
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([{"dataset": "toy", "method": "m", "seed": 0, "split": "test", "setting": st, "group": g,
+                   "metric": m, "value": v} for st, g, m, v in rows]).to_parquet(path)
+
+
+def test_claims_block_pairs_seeds_and_states_each_verdict(tmp_path):
+    results = tmp_path / "results"
+    metrics = results / "metrics" / "toy"
+    # plain error 0.30 / 0.40 / 0.50; mfm 0.25 / 0.45 / 0.45 -> differences -5, +5, -5: mixed, 2 of 3
+    for seed, (p, m) in enumerate([(0.30, 0.25), (0.40, 0.45), (0.50, 0.45)]):
+        _metrics(metrics / "plain" / f"seed{seed}.parquet", [("closed", "overall", "error", p),
+                                                              ("closed", "few", "top1", 0.10)])
+        _metrics(metrics / "mfm" / f"seed{seed}.parquet", [("closed", "overall", "error", m)])
+        # metamodelnet's few-shot accuracy 0.2 above plain's in every seed: holds
+        _metrics(metrics / "metamodelnet" / f"seed{seed}.parquet", [("closed", "few", "top1", 0.30)])
+    _metrics(metrics / "plain" / "seed0.per_class.parquet", [])  # per-class files are not seeds
+    out = write_docs.render(doc("claims dataset=toy"), ctx_for(results))
+    rows = {r[0]: r for r in table_rows(out)[1:]}
+    mfm = rows["MFM: error below plain"]
+    assert mfm[2:] == ["38.33 ± 11.55", "40.00 ± 10.00", "-1.67 ± 5.77", "mixed (2/3 seeds)"]
+    mmn = rows["MetaModelNet: few-shot accuracy above plain"]
+    assert mmn[4:] == ["20.00 ± 0.00", "holds (3/3 seeds)"]
+    assert rows["KT: ensemble's few-shot accuracy above the cosine classifier"][-1] == \
+        "not measured (no kt_ensemble, kt_backbone results)"
