@@ -72,7 +72,8 @@ def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: Sour
                    parent_features=parent_features)
     t0 = time.perf_counter()
     history = mark_selected(method.fit(model, run))
-    selected = history.loc[history["selected"], "epoch"]
+    # a sweep history (tau-normalisation) selects a tau, not an epoch
+    selected = history.loc[history["selected"], "epoch"] if "epoch" in history else history.iloc[:0]
     model.to("cpu")
     ckpt = {
         "model": model.state_dict(),
