@@ -3,15 +3,19 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 from longtail import trainer
+from longtail.curation import CurationConfig, curate
 from longtail.data import Augment, DatasetInfo, SplitData, crop_flip, random_crop_flip, to_input
 from longtail.device import select_device
 from longtail.methods import create_method, make_config
 from longtail.methods.config import ParamError
-from longtail.sources import resolve_augment
+from longtail.pipeline import train
+from longtail.sources import SourceData, resolve_augment
 from longtail.trainer import TrainRun
 
 INFO = DatasetInfo(2, 3, (4, 4), mean=0.5, std=0.25)
@@ -147,3 +151,24 @@ def test_trainer_augments_with_draws_keyed_by_seed_and_epoch(tmp_path):
     for epoch, b, idx, x in rec.seen:
         aug = Augment("crop_flip", (7, epoch))  # auto on cifar10, keyed by (run seed, epoch)
         assert torch.equal(x, to_input(random_crop_flip(s.images[idx], aug.rng(b)), info, torch.device("cpu")))
+
+
+@pytest.mark.parametrize("source_name, expected", [("cifar10", "crop_flip"), ("fashion_mnist", "none")])
+def test_pipeline_records_the_resolved_augment_and_the_selected_epoch(source_name, expected, tmp_path):
+    rng = np.random.default_rng(0)
+    labels = {"train": np.repeat(np.arange(4), 24), "test": np.repeat(np.arange(4), 5)}
+    imgs = {s: np.clip(40 + 50 * y[:, None, None] + rng.normal(0, 30, (len(y), 28, 28)), 0, 255).astype(np.uint8)
+            for s, y in labels.items()}
+    source = SourceData(source_name, ("a", "b", "c", "d"), labels, images=imgs)
+    samples = curate(source, CurationConfig(n_max=16, imbalance_factor=4, val_per_class=3), seed=0)[0]
+    params = {"backbone": "lenet", "epochs": 3, "batch_size": 16, "lr": 0.05, "select": "best_val"}
+    ckpt, history = train("plain", params, samples, source, seed=0, device=select_device("cpu", 1),
+                          checkpoint=tmp_path / "ck.pt", progress=False)
+    assert ckpt["config"]["augment"] == expected and ckpt["config"]["select"] == "best_val"
+    best = int(history.loc[history["val_acc"] == history["val_acc"].max(), "epoch"].iloc[0])
+    assert history["selected"].tolist() == [e == best for e in (1, 2, 3)]
+    assert ckpt["select"] == "best_val" and ckpt["selected_epoch"] == best
+    saved = torch.load(tmp_path / "ck.pt", weights_only=False)["best"]
+    assert saved["epoch"] == best
+    assert all(torch.equal(ckpt["model"][k], saved["model"][k]) for k in ckpt["model"])
+    assert dataclasses.is_dataclass(make_config("plain", ckpt["config"]))  # the recorded config loads back
