@@ -378,3 +378,17 @@ def test_misspelt_source_option_is_named():
     cfg["datasets"]["fmnist_lt"]["source"]["rooot"] = "/data"
     with pytest.raises(ConfigError, match=r"datasets\.fmnist_lt\.source: .*'rooot'"):
         validate_config(cfg)
+
+
+def test_augment_must_suit_every_dataset_of_the_run():
+    """An in-memory dataset cannot decode files (resized_crop_flip); a streamed one cannot take the
+    in-memory pad-and-crop (crop_flip)."""
+    cfg = _set(default_config(), "datasets", {
+        name: {**ds, "runs": ["plain"]} for name, ds in default_config()["datasets"].items()})
+    validate_config(copy.deepcopy(cfg))
+    with pytest.raises(ConfigError, match=r"^runs\.plain\.params\.augment: augment resized_crop_flip decodes"):
+        validate_config(_set(cfg, "runs.plain.params.augment", "resized_crop_flip"))
+    preset = yaml.safe_load((ROOT / "config/presets/oltr_imagenet_lt.yaml").read_text())
+    validate_config(copy.deepcopy(preset))  # auto (and best_val) pass
+    with pytest.raises(ConfigError, match=r"^runs\.plain\.params\.augment: augment crop_flip pads .*imagenet_lt"):
+        validate_config(_set(preset, "runs.plain.params.augment", "crop_flip"))

@@ -68,7 +68,8 @@ def good_tables(curated, predictions) -> dict[str, object]:
                                   counts, "plain", 0)
     features = pa.concat_tables([C.features_table(split_data(s, [0, 1, 2]), np.ones((3, 8), np.float32))
                                  for s in C.FEATURE_SPLITS])
-    history = pd.DataFrame([{"epoch": 1, "loss": 0.5, "train_acc": 0.6, "val_acc": 0.4, "lr": 0.1, "seconds": 1.0}],
+    history = pd.DataFrame([{"epoch": 1, "loss": 0.5, "train_acc": 0.6, "val_acc": 0.4, "lr": 0.1, "seconds": 1.0,
+                             "selected": True}],
                            columns=list(C.HISTORY_COLUMNS))
     sweep = pd.DataFrame({"tau": [0.0, 0.5], "val_acc": [0.3, 0.4], "selected": [False, True], "seconds": 0.1})
     return {"samples": samples, "class counts": counts, "history": history, "sweep history": sweep,
@@ -213,7 +214,7 @@ def test_readers_round_trip_and_name_the_file(tmp_path, curated, predictions):
         path = tmp_path / f"{name}.parquet"
         tables[name].to_parquet(path, index=False)
         pd.testing.assert_frame_equal(read(path), pd.read_parquet(path))
-        tables[name].drop(columns=[C.CONTRACTS[name].names[-1]]).to_parquet(path, index=False)
+        tables[name].drop(columns=[[c.name for c in C.CONTRACTS[name].columns if c.required][-1]]).to_parquet(path, index=False)
         with pytest.raises(ContractError, match=f"^{path}: {name} table has no column"):
             read(path)
 

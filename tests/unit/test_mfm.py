@@ -307,3 +307,90 @@ def test_transfer_copies_and_freezes_the_source_modulator():
 def test_configs_reject_bad_values(method, params, match):
     with pytest.raises(ValueError, match=match):
         make_config(method, params)
+
+
+# ------------------------------------------------------------------------------ MW-Net details, resume
+
+
+def test_mw_net_weighting_net_optimiser_is_the_reference_one(tmp_path):
+    """MW-Net's code: Adam(vnet, lr 1e-3, weight_decay 1e-4) for the weighting net."""
+    train, meta = _data()
+    method = create_method("mw_net", {})
+    opt = method.make_learner(method.build_model(INFO), _run(train, meta, tmp_path)).optimizer
+    assert isinstance(opt, torch.optim.Adam)
+    assert opt.param_groups[0]["lr"] == 1e-3 and opt.param_groups[0]["weight_decay"] == 1e-4
+
+
+@pytest.mark.parametrize("virtual_wd", [0.0, 0.5])
+def test_virtual_step_takes_virtual_weight_decay_not_the_classifier_one(virtual_wd, tmp_path):
+    """The method's hook moves phi exactly as the engine does with ``virtual_weight_decay`` in
+    Eq. 5's step (0 by default, as MW-Net's look-ahead w - alpha grad), whatever the classifier's
+    ``weight_decay`` (0.5 here, so that a decay in the look-ahead would show)."""
+    train, meta = _data()
+    params = {"batch_size": 16, "meta_batch_size": 8, "meta_lr": 1e-2, "weight_decay": 0.5, "augment": "none"}
+    if virtual_wd:
+        params["virtual_weight_decay"] = virtual_wd
+    run = _run(train, meta, tmp_path)
+    idx = np.arange(20, 36)
+    x, y = train.images[idx].float() / 255, train.labels[idx]
+    after = {}
+    for wd in (virtual_wd, 0.5 - virtual_wd):  # the engine at the expected decay, then at the other one
+        torch.manual_seed(0)
+        method = create_method("mw_net", params)
+        model = method.build_model(INFO).train()
+        method.setup(model, run)
+        xv, yv = method.metas.get(0, 0)
+        bilevel.bilevel_loss(model, method.learner, x, y, xv, yv, 0, method.create_loss(INFO), 0.1, wd,
+                             method.trainable, {"idx": idx})
+        after[wd] = getattr(model, META).state_dict()
+    torch.manual_seed(0)
+    method = create_method("mw_net", params)
+    model = method.build_model(INFO).train()
+    method.setup(model, run)
+    method.training_loss(model, TrainBatch(x, y, idx, 0, 0, 0.1, method.create_loss(INFO)))
+    hook = getattr(model, META).state_dict()
+    assert all(torch.equal(hook[k], after[virtual_wd][k]) for k in hook)
+    assert any(not torch.equal(hook[k], after[0.5 - virtual_wd][k]) for k in hook)
+
+
+class Killed(RuntimeError):
+    """Stands in for the job being killed."""
+
+
+def _fit_bilevel(name: str, params: dict, ckpt: Path, kill_epoch: int | None = None):
+    """Build and fit as pipeline.train does; with ``kill_epoch`` the job dies at that (0-based)
+    epoch's first step."""
+    train, meta = _data()
+    method = create_method(name, {"epochs": 3, "batch_size": 16, "meta_batch_size": 8, **params})
+    if kill_epoch is not None:
+        inner = method.training_loss
+
+        def hook(model, batch):
+            if batch.epoch == kill_epoch:
+                raise Killed(f"killed in epoch {batch.epoch}")
+            return inner(model, batch)
+
+        method.training_loss = hook
+    torch.manual_seed(0)
+    model = method.build_model(INFO)
+    history = method.fit(model, TrainRun(train, train, INFO, select_device("cpu", 1), 0, ckpt, "fp", meta, False))
+    return model, history
+
+
+@pytest.mark.parametrize("name, params", [("mfm", {"meta_lr": 1e-2}), ("mw_net", {"meta_lr": 1e-2})],
+                         ids=["mfm", "mw_net"])
+def test_bilevel_kill_and_resume_gives_identical_weights(name, params, tmp_path):
+    """The meta optimiser's (Adam's) state rides in the checkpoint: a run killed after epoch 1 and
+    resumed ends with the weights, modulator / weighting net included, of an uninterrupted run."""
+    ref_model, ref_history = _fit_bilevel(name, params, tmp_path / "ref.pt")
+    ckpt = tmp_path / "ck.pt"
+    with pytest.raises(Killed):
+        _fit_bilevel(name, params, ckpt, kill_epoch=1)
+    saved = torch.load(ckpt, weights_only=False)
+    assert saved["epoch"] == 0 and saved["method_state"]["meta_optimizer"]["state"]  # Adam's moments
+    model, history = _fit_bilevel(name, params, ckpt)
+    ref, got = ref_model.state_dict(), model.state_dict()
+    assert ref.keys() == got.keys() and any(k.startswith(META) for k in got)
+    for k in ref:
+        assert torch.equal(ref[k], got[k]), k
+    assert history["loss"].tolist() == ref_history["loss"].tolist()

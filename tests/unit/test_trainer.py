@@ -120,7 +120,7 @@ def test_kill_and_resume_gives_identical_weights(reference, tmp_path):
     assert_same_weights(model, reference[0])
     assert history["epoch"].tolist() == [1, 2, 3]
     # epoch 1 was not redone: its row (timing included) comes from the checkpoint
-    assert history.iloc[0].to_dict() == saved["history"][0]
+    assert history.drop(columns="selected").iloc[0].to_dict() == saved["history"][0]
     ref = reference[1]
     assert history["loss"].tolist() == pytest.approx(ref["loss"].tolist(), rel=0, abs=0)
     assert history["val_acc"].tolist() == ref["val_acc"].tolist()
@@ -265,7 +265,10 @@ class Rows:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def iterate(self, batch_size, info, device, *, order=None, train=False, channels_last=False):
+    def resolve_augment(self, augment):
+        return "none"
+
+    def iterate(self, batch_size, info, device, *, order=None, train=False, channels_last=False, augment=None):
         for idx in batches(len(self), batch_size, order):
             yield idx, self.x[torch.as_tensor(idx)]
 
@@ -348,3 +351,69 @@ def test_after_step_sees_the_stepped_weights(tmp_path):
 
     one_step(Watcher(make_config("plain", STEP)), tmp_path)
     assert seen == [True]
+
+
+# ------------------------------------------------------------------------------ model selection
+
+
+class Scripted(Method):
+    """Sets the head, after every step of epoch e, to ``HEADS[e]``: val accuracy by construction
+    (one-hot features of class y; a head eye(C) rolled by k predicts y - k)."""
+
+    def after_step(self, model, batch):
+        model.head.weight.copy_(SCRIPT[batch.epoch])
+        model.head.bias.zero_()
+
+
+EYE = torch.eye(N_CLASSES)
+HALF = EYE[[0, 1, 3, 2]]  # classes 2 and 3 swapped: val accuracy 1/2
+# val accuracy per epoch (1-based): 0, 1, 1/2, 1 (a tie with epoch 2, other weights), 1/2
+SCRIPT = [EYE.roll(1, 0), EYE, HALF, 2 * EYE, HALF]
+VAL_ACC = [0.0, 1.0, 0.5, 1.0, 0.5]
+
+
+def scripted_fit(ckpt: Path, select: str, kill_epoch: int | None = None):
+    method = Scripted(make_config("plain", {**STEP, "epochs": len(SCRIPT), "select": select}))
+    if kill_epoch is not None:
+        method.training_loss = killed_in_epoch(method.training_loss, kill_epoch)
+    x, y = EYE, torch.arange(N_CLASSES)
+    torch.manual_seed(0)
+    model = LinearNet(N_CLASSES, N_CLASSES)
+    run = TrainRun(Rows(x, y), Rows(x, y), INFO, select_device("cpu", 1), 0, ckpt, "fp", progress=False)
+    return model, trainer.fit(method, model, run)
+
+
+def test_best_val_keeps_the_earliest_best_epoch(tmp_path):
+    model, history = scripted_fit(tmp_path / "ck.pt", "best_val")
+    assert history["val_acc"].tolist() == VAL_ACC
+    assert history["selected"].tolist() == [False, True, False, False, False]  # epoch 2, not its tie 4
+    assert torch.equal(model.head.weight, EYE)
+    # the checkpoint holds the best epoch's weights beside the last ones
+    saved = torch.load(tmp_path / "ck.pt", weights_only=False)
+    assert saved["best"]["epoch"] == 2 and torch.equal(saved["best"]["model"]["head.weight"], EYE)
+    assert torch.equal(saved["model"]["head.weight"], HALF)
+
+
+def test_last_keeps_the_last_epoch(tmp_path):
+    model, history = scripted_fit(tmp_path / "ck.pt", "last")
+    assert history["selected"].tolist() == [False, False, False, False, True]
+    assert torch.equal(model.head.weight, HALF)
+
+
+def test_resume_keeps_the_best_so_far(tmp_path):
+    ckpt = tmp_path / "ck.pt"
+    with pytest.raises(Killed):
+        scripted_fit(ckpt, "best_val", kill_epoch=3)  # epochs 1-3 done, best so far epoch 2
+    assert torch.load(ckpt, weights_only=False)["best"]["epoch"] == 2
+    # the resumed job runs epochs 4 (val 1, a tie) and 5 only: a best forgotten on resume would be epoch 4
+    model, history = scripted_fit(ckpt, "best_val")
+    assert history["selected"].tolist() == [False, True, False, False, False]
+    assert torch.equal(model.head.weight, EYE)
+
+
+def test_best_val_needs_a_val_split(tmp_path):
+    method = Method(make_config("plain", {**STEP, "select": "best_val"}))
+    run = TrainRun(Rows(EYE, torch.arange(4)), Rows(EYE[:0], torch.arange(0)), INFO, select_device("cpu", 1), 0,
+                   tmp_path / "ck.pt", "fp", progress=False)
+    with pytest.raises(ValueError, match="select best_val needs a val split"):
+        trainer.fit(method, LinearNet(4, 4), run)

@@ -3,7 +3,8 @@
 They read the config as Snakemake's ``validate`` leaves it (the schema's defaults filled in);
 :func:`validate_config` does both steps for code outside Snakemake. Each problem raises
 :class:`ConfigError` with one line that names the offending key and the fix. Beyond the schema:
-method parameters against their dataclass's annotations (strictly: bool is not an int), every
+method parameters against their dataclass's annotations (strictly: bool is not an int), each
+run's ``augment`` against its datasets' sources (an in-memory crop or a file decode), every
 number finite, the schema's integers integral, class lists resolved to classes (no class twice),
 and curation's draws within the per-class pools of sources whose size is known without data.
 """
@@ -22,7 +23,7 @@ from .curation import class_sizes
 from .glyphs import EMNIST_BALANCED
 from .methods import make_config
 from .methods.config import ParamError, yaml_repr
-from .sources import FASHION_MNIST_CLASSES
+from .sources import FASHION_MNIST_CLASSES, resolve_augment
 from .targets import check_targets
 
 SCHEMA = Path(__file__).resolve().parents[2] / "rules" / "schemas" / "config.schema.yaml"
@@ -204,8 +205,13 @@ def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:
         parent = runs[r]["init_from"]
         if parent and parent not in ds["runs"]:
             raise ConfigError(f"{key}.runs: '{r}' starts from '{parent}', which must be listed too")
-    cur = ds["curation"]
     src = ds["source"]["name"]
+    for r in ds["runs"] or runs:  # an augmentation its images cannot take ([] = every run)
+        try:
+            resolve_augment(runs[r]["params"].get("augment", "auto"), src)
+        except ValueError as exc:
+            raise ConfigError(f"runs.{r}.params.augment: {exc} (dataset {dname})") from None
+    cur = ds["curation"]
     shape = source_shape(ds["source"])
     open_ids = _resolve_classes(f"{key}.curation.open_classes", cur["open_classes"], src, shape)
     known_ids = _resolve_classes(f"{key}.curation.known_classes", cur["known_classes"], src, shape)

@@ -279,10 +279,12 @@ CLASS_COUNTS = TableContract("class counts", _cols([
 ], optional=[f"n_{s}" for s in IMBALANCED_TEST_SPLITS]))
 
 # Per epoch of training; training-free methods write no row or one row with NaN loss/lr.
+# ``selected``: the epoch whose weights the run kept (``select``: the last, or the best on val);
+# optional, so histories written before it existed still read.
 HISTORY = TableContract("history", _cols([
     ("epoch", "number"), ("loss", "number"), ("train_acc", "number"), ("val_acc", "number"),
-    ("lr", "number"), ("seconds", "number"),
-]))
+    ("lr", "number"), ("seconds", "number"), ("selected", "bool"),
+], optional=["selected"]))
 # The history of a method that tunes one value on val instead of training (tau-normalisation):
 # one row per value tried, the chosen one selected.
 SWEEP_HISTORY = TableContract("sweep history", _cols([

@@ -6,6 +6,7 @@ turn their results into the tables of :mod:`longtail.contracts`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from .device import DeviceSetup
 from .methods import create_method
 from .methods.base import Method
 from .sources import SourceData
-from .trainer import TrainRun, fingerprint, rng_state
+from .trainer import TrainRun, fingerprint, mark_selected, rng_state
 
 SAMPLE_KEY = ("sample_id", "source", "source_index", "split", "label")
 
@@ -52,11 +53,14 @@ def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: Sour
     method = create_method(method_name, params)
     if method.requires_parent and parent is None:
         raise ValueError(f"method '{method_name}' starts from another run: set init_from in its config")
+    splits = {s: load_split(source, samples, s, workers) for s in ("train", "val")}
+    if hasattr(method.cfg, "augment"):  # recorded resolved: config.yaml and model.pt say what ran
+        augment = splits["train"].resolve_augment(method.cfg.augment) if method.trains_on_images else "none"
+        method.cfg = dataclasses.replace(method.cfg, augment=augment)
     info = dataset_info(samples, source)
     torch.manual_seed(seed)
     model = method.build_model(info)
     method.init_model(model, parent)
-    splits = {s: load_split(source, samples, s, workers) for s in ("train", "val")}
     meta = load_split(source, samples, "meta", workers) if (samples["split"] == "meta").any() else None
     # decides resume only: a checkpoint of another config, seed, parent, sample set or source
     # (e.g. after a curation change) is never continued
@@ -67,13 +71,18 @@ def train(method_name: str, params: Mapping, samples: pd.DataFrame, source: Sour
     run = TrainRun(splits["train"], splits["val"], info, device, seed, checkpoint, fp, meta, progress,
                    parent_features=parent_features)
     t0 = time.perf_counter()
-    history = method.fit(model, run)
+    history = mark_selected(method.fit(model, run))
+    # a sweep history (tau-normalisation) selects a tau, not an epoch
+    selected = history.loc[history["selected"], "epoch"] if "epoch" in history else history.iloc[:0]
     model.to("cpu")
     ckpt = {
         "model": model.state_dict(),
         "optimizer": None,  # the final optimizer state lives in checkpoint.pt while training
         "scheduler": {"schedule": getattr(method.cfg, "schedule", None), "epochs": getattr(method.cfg, "epochs", 0)},
         "epoch": len(history),
+        # the epoch whose weights these are (select: last | best_val); None: no epochs
+        "select": getattr(method.cfg, "select", "last"),
+        "selected_epoch": int(selected.iloc[0]) if len(selected) else None,
         "rng": rng_state(),
         "method": method_name,
         "config": method.cfg.to_dict(),

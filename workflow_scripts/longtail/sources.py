@@ -36,6 +36,34 @@ FASHION_MNIST_CLASSES = (
 )
 
 
+# Training augmentations (``augment`` of a trained method's config). ``auto`` resolves to the
+# source's standard one: CIFAR's zero-pad 4 + random 32x32 crop + horizontal flip (LDAM-DRW,
+# MW-Net, MFM appendix B); for streamed photos the random resized crop + flip of ImageNet
+# training; none for Fashion-MNIST (MFM appendix C.3 trains LeNet without augmentation), glyphs
+# (a mirrored character is another character or none) and any other in-memory source.
+AUGMENTS = ("auto", "none", "crop_flip", "resized_crop_flip")
+STREAMED_SOURCES = ("image_folder", "image_list")
+AUTO_AUGMENT = {"cifar10": "crop_flip", "cifar100": "crop_flip"}
+
+
+def resolve_augment(augment: str, source: str, streamed: bool | None = None) -> str:
+    """The augmentation ``augment`` means for images of ``source`` (``streamed``: read from
+    files; default: whether ``source`` is a file-list source). Raises ValueError, naming the
+    fix, for an augmentation the source's images cannot take."""
+    streamed = source in STREAMED_SOURCES if streamed is None else streamed
+    if augment not in AUGMENTS:
+        raise ValueError(f"augment '{augment}' is unknown; choose one of {list(AUGMENTS)}")
+    if augment == "auto":
+        return "resized_crop_flip" if streamed else AUTO_AUGMENT.get(source, "none")
+    if augment == "crop_flip" and streamed:
+        raise ValueError(f"augment crop_flip pads and crops in-memory images; source '{source}' streams files: "
+                         "use resized_crop_flip, auto or none")
+    if augment == "resized_crop_flip" and not streamed:
+        raise ValueError(f"augment resized_crop_flip decodes image files; source '{source}' is held in memory: "
+                         "use crop_flip, auto or none")
+    return augment
+
+
 class DataError(RuntimeError):
     """Missing or corrupt input data; the message says what and how to fix it."""
 

@@ -9,8 +9,14 @@ Checkpoints after every epoch to ``checkpoint.pt`` (not a Snakemake output, so i
 killed job) and resumes from it when the run fingerprint matches (method, config, seed, parent,
 the exact training samples and the source's files: :func:`longtail.pipeline.train`); a checkpoint
 of anything else is ignored, an unreadable one set aside (:func:`load_checkpoint`).
-Each epoch's batch order and torch RNG are seeded from (seed, epoch), so a resumed run on CPU
-produces the same weights as an uninterrupted one.
+Each epoch's batch order, augmentation draws and torch RNG are seeded from (seed, epoch), and the
+checkpoint holds the method's own optimiser state (a bilevel method's meta optimiser), so a
+resumed run on CPU produces the same weights as an uninterrupted one.
+
+``select: best_val`` keeps a copy of the weights (buffers included: OLTR's centroids, MFM's
+modulator) of the epoch with the highest val accuracy, in memory and in the checkpoint, and
+loads them into the model at the end; ``last`` keeps the last epoch's. The history's
+``selected`` column marks the chosen epoch.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from torch import nn
 from tqdm import tqdm
 
 from .contracts import HISTORY_COLUMNS
-from .data import DatasetInfo, FeatureSet, SplitData
+from .data import Augment, DatasetInfo, FeatureSet, SplitData
 from .device import DeviceSetup
 from .io import torch_save
 
@@ -145,12 +151,37 @@ def train_step(method: Any, model: nn.Module, batch: TrainBatch, optimizer: torc
     return loss, logits
 
 
+def cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of the model's state (weights and buffers)."""
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def mark_selected(history: pd.DataFrame, epoch: int | None = None) -> pd.DataFrame:
+    """``history`` with its ``selected`` column: true on the row of ``epoch`` (default: the
+    last row) when the column is absent or empty (methods that fit without the trainer)."""
+    history = history.copy()
+    if "selected" in history.columns and history["selected"].notna().any():
+        history["selected"] = history["selected"].fillna(False).astype(bool)
+        return history
+    if epoch is None:
+        flags = np.arange(len(history)) == len(history) - 1
+    else:
+        flags = history["epoch"].to_numpy() == epoch
+    history["selected"] = flags.astype(bool)
+    return history
+
+
 def fit(method: Any, model: nn.Module, run: TrainRun) -> pd.DataFrame:
     """Train ``model`` in place with ``method``'s sampler, loss, parameter groups and
-    hyper-parameters, one :func:`train_step` per batch. Returns the per-epoch history
-    (``HISTORY_COLUMNS``; ``lr`` is the scheduled lr, before group scales).
+    hyper-parameters, one :func:`train_step` per batch; with ``select: best_val`` the model ends
+    with the weights of its best val epoch. Returns the per-epoch history (``HISTORY_COLUMNS``;
+    ``lr`` is the scheduled lr, before group scales; ``selected`` marks the kept epoch).
     """
     cfg, dev, info = method.cfg, run.device, run.info
+    augment = run.train.resolve_augment(getattr(cfg, "augment", "auto"))
+    select = getattr(cfg, "select", "last")
+    if select == "best_val" and len(run.val) == 0:
+        raise ValueError("select best_val needs a val split: set curation.val_per_class > 0 or select: last")
     model.to(dev.device)
     if dev.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -160,6 +191,7 @@ def fit(method: Any, model: nn.Module, run: TrainRun) -> pd.DataFrame:
     sampler = method.create_sampler(run.train.labels.numpy())
     history: list[dict] = []
     start = 0
+    best: dict[str, Any] = {"epoch": 0, "val_acc": -math.inf, "model": None}
     ckpt = load_checkpoint(run.checkpoint)
     if ckpt is not None and ckpt.get("fingerprint") != run.fingerprint:
         print(f"ignoring {run.checkpoint}: it was written for another method, config, seed, parent or "
@@ -167,20 +199,26 @@ def fit(method: Any, model: nn.Module, run: TrainRun) -> pd.DataFrame:
               "training from epoch 1", file=sys.stderr)
     elif ckpt is not None:
         initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        initial_method = method.training_state()
         try:
             model.load_state_dict(ckpt["model"])
             optimizer.load_state_dict(ckpt["optimizer"])
             scaler.load_state_dict(ckpt["scaler"])
+            method.load_training_state(ckpt["method_state"])
+            if select == "best_val":
+                best = dict(ckpt["best"])
             history, start = list(ckpt["history"]), int(ckpt["epoch"]) + 1
             print(f"resuming from {run.checkpoint} after epoch {ckpt['epoch']}", file=sys.stderr)
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:
             # loaded but unusable: back to the untouched initial state, as if it had not existed
             set_aside(run.checkpoint, f"{type(exc).__name__}: {exc}")
             model.load_state_dict(initial)
+            method.load_training_state(initial_method)
             optimizer = make_optimizer(method, model)
             scaler = torch.amp.GradScaler(dev.device.type, enabled=dev.needs_scaler)
             history, start = [], 0
-        del initial
+            best = {"epoch": 0, "val_acc": -math.inf, "model": None}
+        del initial, initial_method
 
     torch.manual_seed(run.seed)
     for epoch in range(start, cfg.epochs):
@@ -197,7 +235,7 @@ def fit(method: Any, model: nn.Module, run: TrainRun) -> pd.DataFrame:
         tot_n = 0
         check_every = 1 if dev.device.type == "cpu" else 25
         stream = run.train.iterate(cfg.batch_size, info, dev.device, order=order, train=True,
-                                   channels_last=dev.channels_last)
+                                   channels_last=dev.channels_last, augment=Augment(augment, (run.seed, epoch)))
         bar = tqdm(stream, total=n_batches, file=sys.stderr, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                    disable=not run.progress, mininterval=5)
         for b, (idx, x) in enumerate(bar):
@@ -223,10 +261,20 @@ def fit(method: Any, model: nn.Module, run: TrainRun) -> pd.DataFrame:
                         "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - t0})
         print(f"epoch {epoch + 1}: loss {loss_mean:.4f} train_acc {train_acc:.4f} "
               f"val_acc {val_acc:.4f}", file=sys.stderr)
+        # strictly higher: the earliest of equally good epochs stays (OLTR's `>` on val accuracy)
+        if select == "best_val" and val_acc > best["val_acc"]:
+            best = {"epoch": epoch + 1, "val_acc": val_acc, "model": cpu_copy(model)}
         torch_save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
+                    "method_state": method.training_state(), "best": best,
                     "fingerprint": run.fingerprint, "rng": rng_state()}, run.checkpoint)
-    return pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+    chosen = None
+    if select == "best_val" and best["model"] is not None:
+        model.load_state_dict(best["model"])
+        chosen = best["epoch"]
+        print(f"select best_val: keeping epoch {chosen} (val_acc {best['val_acc']:.4f})", file=sys.stderr)
+    frame = pd.DataFrame(history, columns=[c for c in HISTORY_COLUMNS if c != "selected"])
+    return mark_selected(frame, chosen)[list(HISTORY_COLUMNS)]
 
 
 def set_aside(path: Path, why: str) -> Path:

@@ -32,6 +32,8 @@ class Method:
     name: ClassVar[str] = "?"
     Config: ClassVar[type] = TrainConfig
     requires_parent: ClassVar[bool] = False
+    # False: trains on cached features, so ``augment`` resolves to none whatever the source
+    trains_on_images: ClassVar[bool] = True
 
     def __init__(self, cfg: Any) -> None:
         self.cfg = cfg
@@ -70,6 +72,14 @@ class Method:
     def after_step(self, model: nn.Module, batch: TrainBatch) -> None:
         """Runs after the optimiser step, without autocast or autograd (default: nothing); for
         updates that must not touch tensors the backward pass still needed."""
+
+    def training_state(self) -> dict[str, Any]:
+        """State the method keeps outside the model and its optimiser (e.g. a meta optimiser),
+        saved in every checkpoint so that a resumed run continues it (default: none)."""
+        return {}
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`training_state` from a checkpoint."""
 
     def fit(self, model: nn.Module, run: "TrainRun") -> pd.DataFrame:
         """Train ``model`` in place; returns the per-epoch history. Training-free methods override."""

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cache
 from typing import Any, Mapping
 
+from ..sources import AUGMENTS
 from . import register_config
 
 # Names registered in longtail.models (a test keeps the two in step).
@@ -23,6 +24,7 @@ SCHEDULES = ("cosine", "step", "constant")
 # Names registered in longtail.samplers / longtail.losses (tests keep them in step).
 SAMPLERS = ("instance", "power", "sqrt", "class_balanced", "progressive", "oversample", "undersample")
 LOSSES = ("ce", "cost_sensitive", "cb_softmax", "cb_focal", "focal", "ldam", "balanced_softmax")
+SELECTS = ("last", "best_val")
 
 
 class ParamError(ValueError):
@@ -181,9 +183,18 @@ class TrainConfig:
     loss: str = "ce"
     loss_params: Mapping[str, Any] = field(default_factory=dict)
     eval_batch_size: int = 1024
+    # training augmentation (longtail.sources.resolve_augment): auto = the source's standard one
+    # (crop_flip for CIFAR, none for Fashion-MNIST and glyphs); the run's config records the
+    # resolved value
+    augment: str = "auto"
+    # the weights a run keeps: the last epoch's, or those of the epoch with the highest val
+    # accuracy (OLTR's code; the earliest on ties)
+    select: str = "last"
 
     def __post_init__(self) -> None:
         check_field_types(self)
+        check_choice("augment", self.augment, AUGMENTS)
+        check_choice("select", self.select, SELECTS)
         check_choice("backbone", self.backbone, BACKBONES)
         check_choice("head", self.head, HEADS)
         check_choice("schedule", self.schedule, SCHEDULES)

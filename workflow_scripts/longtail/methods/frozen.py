@@ -107,8 +107,13 @@ class FeatureSplit:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def resolve_augment(self, augment: str) -> str:
+        """Cached features take no augmentation (HeadTrainConfig allows only auto / none)."""
+        return "none"
+
     def iterate(self, batch_size: int, info: DatasetInfo, device: torch.device, *, order: np.ndarray | None = None,
-                train: bool = False, channels_last: bool = False) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
+                train: bool = False, channels_last: bool = False,
+                augment: Any = None) -> Iterator[tuple[np.ndarray, torch.Tensor]]:
         x = self.x.to(device)
         for idx in batches(len(self), batch_size, order):
             yield idx, x[torch.as_tensor(idx, device=device)]
@@ -146,6 +151,7 @@ class FrozenBackboneMethod(Method):
     """
 
     requires_parent = True
+    trains_on_images = False
 
     # --- hooks -------------------------------------------------------------------------------
     def build_head(self, dim: int, info: DatasetInfo) -> nn.Module:
@@ -208,5 +214,5 @@ class FrozenBackboneMethod(Method):
             train_acc = float((model.head(xt).argmax(1) == yt).float().mean())
             val_acc = float((model.head(xv).argmax(1) == yv).float().mean()) if len(yv) else float("nan")
         row = {"epoch": 1, "loss": math.nan, "train_acc": train_acc, "val_acc": val_acc, "lr": math.nan,
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "selected": True}
         return pd.DataFrame([row], columns=list(HISTORY_COLUMNS))

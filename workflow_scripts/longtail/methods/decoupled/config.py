@@ -43,6 +43,9 @@ class HeadTrainConfig(TrainConfig):
     def __post_init__(self) -> None:
         check_field_types(self)
         _check_inherited(self)
+        if self.augment not in ("auto", "none"):
+            raise ParamError("augment", f"augment: this head trains on cached features, which cannot be "
+                                        f"augmented; set none (got '{self.augment}')")
         if self.backbone is None or self.head is None:
             # check every other field with placeholder architecture values (the copy's own
             # __post_init__ takes the branch below, so this does not recurse further)

@@ -33,7 +33,7 @@ from torch import nn
 
 from . import metanet as M
 from ...data import DatasetInfo
-from ...trainer import HISTORY_COLUMNS, TrainRun
+from ...trainer import HISTORY_COLUMNS, TrainRun, mark_selected
 from .. import register_method
 from ..frozen import FrozenBackboneMethod, sub_state
 
@@ -149,7 +149,7 @@ class MetaModelNet(FrozenBackboneMethod):
         for r in rows:
             print(f"stage {r['stage']} block {r['block']} step {r['step']}: loss {r['loss']:.4f} "
                   f"(regression {r['regression']:.4f}, task {r['task']:.4f}, {r['models']} models)", file=sys.stderr)
-        return pd.DataFrame(hist, columns=list(HISTORY_COLUMNS))
+        return mark_selected(pd.DataFrame(hist, columns=list(HISTORY_COLUMNS)))
 
     def _val_report(self, run: TrainRun, dev, theta_star, theta, mean, scale, x, y) -> dict[str, float]:
         if "val" not in run.parent_features or len(run.parent_features["val"][1]) == 0:

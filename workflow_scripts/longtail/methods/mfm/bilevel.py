@@ -2,8 +2,8 @@
 
 At every training step t, with classifier weights w and meta-parameters phi:
 
-1. virtual step (Eq. 5): w_hat(phi) = w - alpha * (grad_w L_train(w, phi) + wd * w), kept as a
-   differentiable function of phi (``create_graph=True``) and evaluated with
+1. virtual step (Eq. 5): w_hat(phi) = w - alpha * (grad_w L_train(w, phi) + wd * w) with
+   wd = ``virtual_weight_decay`` (0: Eq. 5 and MW-Net's code), kept as a differentiable function of phi (``create_graph=True``) and evaluated with
    ``torch.func.functional_call`` on the real module (no hand-copied model);
 2. meta step (Eq. 6): phi <- phi - eta * grad_phi L_meta(w_hat(phi)) on a balanced meta batch
    (the meta forward is the plain, unmodulated / unweighted network);
@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ...data import DatasetInfo, SplitData
+from ...data import Augment, DatasetInfo, SplitData
 
 Params = dict[str, torch.Tensor]
 
@@ -78,7 +78,8 @@ def forward_with(model: nn.Module, params: Params | None, buffers: Params | None
 
 def virtual_step(params: Params, loss: torch.Tensor, lr: float, weight_decay: float = 0.0) -> Params:
     """Eq. 5: one SGD step of ``params`` on ``loss`` that stays differentiable w.r.t. whatever
-    ``loss`` depends on besides the params (phi). Weight decay as in the real SGD step; no momentum."""
+    ``loss`` depends on besides the params (phi); optional weight decay (L2 added to the
+    gradient, as torch's SGD does), no momentum."""
     names = list(params)
     grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=True, allow_unused=True)
     out = {}
@@ -138,18 +139,20 @@ class MetaBatches:
     a resumed run sees the same meta batches as an uninterrupted one."""
 
     def __init__(self, meta: SplitData, info: DatasetInfo, device: torch.device, batch_size: int, seed: int,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, augment: str = "none") -> None:
         if meta is None or len(meta) == 0:
             raise ValueError("this method needs a balanced meta set: set curation.meta_per_class > 0 "
                              "(meta_mode disjoint or development) for the dataset")
         self.meta, self.info, self.device = meta, info, device
         self.batch_size, self.seed, self.channels_last = min(batch_size, len(meta)), seed, channels_last
+        # the training augmentation, as MW-Net's code gives its meta loader the train transform
+        self.augment = augment
 
     def get(self, epoch: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rng = np.random.default_rng([self.seed, epoch, batch, 7])
-        order = rng.choice(len(self.meta), self.batch_size, replace=False)
+        key = (self.seed, epoch, batch, 7)
+        order = np.random.default_rng(list(key)).choice(len(self.meta), self.batch_size, replace=False)
         idx, xv = next(iter(self.meta.iterate(self.batch_size, self.info, self.device, order=order, train=True,
-                                              channels_last=self.channels_last)))
+                                              channels_last=self.channels_last, augment=Augment(self.augment, key))))
         return xv, self.meta.labels[idx].to(self.device)
 
 

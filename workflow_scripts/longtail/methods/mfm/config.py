@@ -22,8 +22,11 @@ class BilevelConfig(TrainConfig):
     meta_batch_size: meta images per step (m), drawn from the balanced meta split (the whole meta
     set when it is smaller). meta_lr / meta_optimizer / meta_weight_decay: the optimiser of the
     meta-parameters (eta of Eq. 6). virtual_lr: step size alpha of the virtual step (Eq. 5);
-    null = the classifier's current learning rate. The virtual step is plain SGD with weight decay
-    and no momentum (Eq. 5); the real step (Eq. 7) uses the classifier's SGD optimiser.
+    null = the classifier's current learning rate (MW-Net's code: its scheduled lr).
+    virtual_weight_decay: weight decay inside the virtual step, w - alpha (grad + wd w); 0 as in
+    Eq. 5 and in MW-Net's code, whose look-ahead is w - alpha grad of the weighted loss alone
+    (the real step's SGD optimiser applies ``weight_decay``). The virtual step has no momentum
+    (Eq. 5); the real step (Eq. 7) uses the classifier's SGD optimiser.
     """
 
     meta_batch_size: int = 100
@@ -31,9 +34,11 @@ class BilevelConfig(TrainConfig):
     meta_optimizer: str = "adam"  # adam | sgd
     meta_weight_decay: float = 0.0
     virtual_lr: float | None = None
+    virtual_weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_positive("virtual_weight_decay", self.virtual_weight_decay, strict=False)
         check_positive("meta_batch_size", self.meta_batch_size)
         check_positive("meta_lr", self.meta_lr)
         check_choice("meta_optimizer", self.meta_optimizer, META_OPTIMIZERS)
@@ -122,9 +127,11 @@ class MFMConfig(_ModulationConfig):
 @dataclass(frozen=True)
 class MWNetConfig(BilevelConfig):
     """Meta-Weight-Net (Shu et al., NeurIPS 2019): per-sample loss weight v_i = V(l_i) from an MLP
-    1 -> ``hidden`` -> 1 with ReLU and a sigmoid output, learned on the meta set."""
+    1 -> ``hidden`` -> 1 with ReLU and a sigmoid output, learned on the meta set. The weighting
+    net's optimiser is MW-Net's code's: Adam, lr 1e-3, weight decay 1e-4."""
 
     hidden: int = 100
+    meta_weight_decay: float = 1e-4
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -354,8 +354,26 @@ class BilevelMethod(Method):
         self.learner = self.make_learner(model, run)
         self.trainable = self.trainable_parameters(model)
         dev = run.device
+        augment = run.train.resolve_augment(self.cfg.augment)
         self.metas = MetaBatches(run.meta, run.info, dev.device, self.cfg.meta_batch_size, run.seed,
-                                 dev.channels_last)
+                                 dev.channels_last, augment)
+
+    def meta_optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimiser of phi (None: no persistent meta-parameters, or a stateless update)."""
+        learner = getattr(self, "learner", None)
+        learner = getattr(learner, "inner", learner)  # _CtxLearner wraps PhiLearner / L2RWLearner
+        return getattr(learner, "optimizer", None)
+
+    def training_state(self) -> dict[str, Any]:
+        """The meta optimiser's state (Adam's moments of the modulator / weighting net): without
+        it a resumed run would restart them and drift from an uninterrupted one."""
+        opt = self.meta_optimizer()
+        return {} if opt is None else {"meta_optimizer": opt.state_dict()}
+
+    def load_training_state(self, state: Mapping[str, Any]) -> None:
+        opt = self.meta_optimizer()
+        if opt is not None:
+            opt.load_state_dict(state["meta_optimizer"])
 
     def training_loss(self, model: nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
         """Algorithm 1 on a training batch and its meta batch: the virtual and meta steps (lines
@@ -363,7 +381,8 @@ class BilevelMethod(Method):
         xv, yv = self.metas.get(batch.epoch, batch.index)
         lr = self.cfg.virtual_lr if self.cfg.virtual_lr is not None else batch.lr
         loss, logits, _ = bilevel_loss(model, self.learner, batch.x, batch.y, xv, yv, batch.epoch, batch.loss_fn,
-                                       float(lr), float(self.cfg.weight_decay), self.trainable, {"idx": batch.idx})
+                                       float(lr), float(self.cfg.virtual_weight_decay), self.trainable,
+                                       {"idx": batch.idx})
         return loss, logits
 
     def fit(self, model: nn.Module, run: TrainRun) -> pd.DataFrame:
