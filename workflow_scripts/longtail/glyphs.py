@@ -402,7 +402,7 @@ def exclusion_scores(images: np.ndarray, classes: Sequence[str], cache: Path | N
                 if str(z["checksum"]) == key:
                     return {k: z[k] for k in ("structure", "case_similarity", "case_variety")}
         except (OSError, ValueError, KeyError):
-            log.warning("glyphs: unreadable score cache %s, recomputing it", cache)
+            log.warning("glyphs: score cache %s is unreadable or from an older version; recomputing it", cache)
     scores = {"structure": character_structure(images), "case_similarity": case_similarity(images, classes),
               "case_variety": case_variety(images, classes)}
     if cache is not None:
