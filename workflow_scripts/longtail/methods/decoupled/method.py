@@ -6,7 +6,7 @@ backbone by default) is kept and only the classifier changes:
 - ``crt``: classifier re-training, a freshly initialised head trained with class-balanced sampling;
 - ``lws``: learnable weight scaling, w_i <- f_i * w_i with only f_i trained (class-balanced);
 - ``tau_norm``: w_i <- w_i / ||w_i||^tau with tau chosen on the val split;
-- ``ncm``: nearest class mean with cosine similarity.
+- ``ncm``: nearest class mean on centred, L2-normalised features (the reference's ``cl2n``).
 OpenMax (Bendale & Boult, CVPR 2016, Alg. 1-2; math in :mod:`longtail.methods.decoupled.openmax`) recalibrates
 the parent's logits with per-class Weibull models and an unknown class.
 
@@ -175,31 +175,50 @@ class TauNorm(ClassifierStage):
                              "seconds": time.perf_counter() - t0})
 
 
-class CosineMeansHead(nn.Module):
-    """NCM head: logits_j = scale * cos(x, mu_j), class means mu (C, D) in a buffer."""
+class NCMHead(nn.Module):
+    """NCM head on class centroids (C, D) and the training-feature mean (D,), both buffers.
 
-    def __init__(self, dim: int, num_classes: int, scale: float) -> None:
+    euclidean (decoupling's ``cl2n``): z = (x - mean) / ||x - mean||, logits_j = -scale ||z - c_j||^2
+    with c_j the class means of the training z (not re-normalised, as the reference).
+    cosine: logits_j = scale * cos(x, c_j) with c_j the class means of the raw features."""
+
+    def __init__(self, dim: int, num_classes: int, scale: float = 1.0, distance: str = "euclidean") -> None:
         super().__init__()
-        self.register_buffer("means", torch.zeros(num_classes, dim))
-        self.scale = scale
+        self.register_buffer("centroids", torch.zeros(num_classes, dim))
+        self.register_buffer("feat_mean", torch.zeros(dim))
+        self.scale, self.distance = scale, distance
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature transform the centroids live in: cl2n for euclidean, none for cosine."""
+        return F.normalize(x - self.feat_mean, dim=1) if self.distance == "euclidean" else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.means, dim=1))
+        if self.distance == "cosine":
+            return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.centroids, dim=1))
+        z = self.transform(x)  # (B, D)
+        d2 = (z * z).sum(1, keepdim=True) + (self.centroids ** 2).sum(1) - 2.0 * z @ self.centroids.T  # (B, C)
+        return -self.scale * d2.clamp_min(0.0)
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Centroids from training features x (N, D) and labels y (N,)."""
+        self.feat_mean.copy_(x.mean(0) if self.distance == "euclidean" else torch.zeros_like(self.feat_mean))
+        self.centroids.copy_(class_means(self.transform(x), y, self.centroids.shape[0]))
 
 
 @register_method("ncm")
 class NCM(ClassifierStage):
-    """NCM (decoupling Sec. 4.2): class means of the parent's train-split features, nearest mean by
-    cosine similarity (both sides L2-normalised). logits = scale * cos; ``scale`` only sets the
-    softmax confidence (see the config)."""
+    """NCM (decoupling Sec. 4.2) on the parent's train-split features. Default (``distance:
+    euclidean``) as the reference's ``cl2n`` KNN classifier: centre on the training-feature mean,
+    L2-normalise, average per class, classify by squared Euclidean distance (logits = -scale d^2).
+    ``distance: cosine``: cosine similarity to the raw class means, the paper's other option."""
 
     def build_head(self, dim: int, info: DatasetInfo) -> nn.Module:
-        return CosineMeansHead(dim, info.num_classes, self.cfg.scale)
+        return NCMHead(dim, info.num_classes, self.cfg.scale, self.cfg.distance)
 
     def fit(self, model: nn.Module, run: TrainRun) -> pd.DataFrame:
         t0 = time.perf_counter()
         x, y = self.features(run, "train", "cpu")
-        model.head.means.copy_(class_means(x, y, run.info.num_classes, self.cfg.normalize_before_mean))
+        model.head.cpu().fit(x, y)
         return self.head_summary(model, run, t0)
 
 
