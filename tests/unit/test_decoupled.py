@@ -369,8 +369,28 @@ def test_openmax_method_fits_on_train_logits_and_recalibrates(train_stage):
     torch.testing.assert_close(model.head.means, means)
     torch.testing.assert_close(model.head.weibull, weibull)
     q = torch.from_numpy(feats["test"][0])
-    expected = om.known_logits(om.openmax_probs(parent_model.head(q), means, weibull, 2, "euclidean"))
-    torch.testing.assert_close(model.head(q), expected)
+    expected = om.openmax_probs(parent_model.head(q), means, weibull, 2, "euclidean")  # (N, C + 1)
+    torch.testing.assert_close(torch.softmax(model.head(q), 1), expected)
+
+
+def test_openmax_defaults_follow_the_authors_release():
+    cfg = create_method("openmax", {}).cfg
+    assert (cfg.alpha, cfg.tail_size, cfg.distance) == (10, 20, "eucos")  # ALPHA_RANK, WEIBULL_TAIL_SIZE
+
+
+def test_openmax_predictions_reject_when_the_unknown_class_wins():
+    method = create_method("openmax", {})
+    split = SplitData(torch.zeros(3, 1, 28, 28, dtype=torch.uint8), torch.tensor([0, 1, 2]),
+                      np.array(["a", "b", "c"]), "test")
+    # OpenMax probabilities over 3 known classes + unknown (last), given as the head's log-probs
+    probs = np.array([[0.6, 0.2, 0.15, 0.05],   # class 0 wins, P_0 = 0.05
+                      [0.1, 0.3, 0.2, 0.4],     # unknown wins -> rejected although P_1 = 0.3
+                      [0.05, 0.1, 0.45, 0.4]])  # class 2 wins by a little, P_0 = 0.4
+    df = method.predictions(split, np.log(probs).astype(np.float32))
+    assert df["pred"].tolist() == [0, -1, 2]
+    np.testing.assert_allclose(df["confidence"], [0.95, 0.6, 0.6], rtol=1e-6)  # 1 - P(unknown)
+    assert [list(t) for t in df["topk"]] == [[0, 1, 2, -1], [-1, 1, 2, 0], [2, -1, 1, 0]]
+    np.testing.assert_allclose(df["topk_prob"].iloc[1], [0.4, 0.3, 0.2, 0.1], rtol=1e-6)
 
 
 def test_mean_class_accuracy_weights_classes_equally():

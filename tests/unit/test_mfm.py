@@ -307,3 +307,13 @@ def test_transfer_copies_and_freezes_the_source_modulator():
 def test_configs_reject_bad_values(method, params, match):
     with pytest.raises(ValueError, match=match):
         make_config(method, params)
+
+
+def test_confusion_matrix_keeps_a_rejected_sample_out_of_every_cell():
+    import pandas as pd
+
+    from longtail.methods.mfm.figures import confusion_matrix
+
+    df = pd.DataFrame({"split": ["test"] * 4, "label": [0, 0, 1, 1], "pred": [0, -1, 1, 0]})
+    # class 0: one correct, one rejected (OpenMax) -> (1/2, 0); class 1: (1/2, 1/2)
+    np.testing.assert_allclose(confusion_matrix(df, 2), [[0.5, 0.0], [0.5, 0.5]])

@@ -130,12 +130,13 @@ class NCMConfig(FrozenBackboneConfig):
 @dataclass(frozen=True)
 class OpenMaxConfig(FrozenBackboneConfig):
     """OpenMax on the parent's logits (activation vectors). ``tail_size``: largest distances per
-    class fitted by the Weibull; ``alpha``: top classes revised (min(alpha, C) is used);
+    class fitted by the Weibull; ``alpha``: top classes revised (min(alpha, C) is used; 10 as the
+    authors' release, ``ALPHA_RANK``);
     ``distance``: eucos (euclidean_weight * ||.||_2 + cosine distance, the authors' release) or
     euclidean."""
 
     tail_size: int = 20
-    alpha: int = 3
+    alpha: int = 10
     distance: str = "eucos"
     euclidean_weight: float = 0.005  # the 1/200 of eucos
 

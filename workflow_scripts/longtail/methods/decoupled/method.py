@@ -8,7 +8,8 @@ backbone by default) is kept and only the classifier changes:
 - ``tau_norm``: w_i <- w_i / ||w_i||^tau with tau chosen on the val split;
 - ``ncm``: nearest class mean on centred, L2-normalised features (the reference's ``cl2n``).
 OpenMax (Bendale & Boult, CVPR 2016, Alg. 1-2; math in :mod:`longtail.methods.decoupled.openmax`) recalibrates
-the parent's logits with per-class Weibull models and an unknown class.
+the parent's logits with per-class Weibull models and an unknown class, and rejects (pred -1)
+where the unknown class wins.
 
 All of them read the parent's cached features (``run.parent_features``, computed once by the
 parent's infer job) on its frozen backbone (:class:`longtail.methods.frozen.FrozenBackboneMethod`).
@@ -34,7 +35,8 @@ from torch import nn
 
 from . import openmax as om
 from ..config import HEADS
-from ...data import DatasetInfo
+from ...contracts import predictions_frame
+from ...data import DatasetInfo, SplitData
 from ...models import create_head
 from ...trainer import TrainRun
 from .. import register_method
@@ -226,9 +228,9 @@ class OpenMaxHead(nn.Module):
     """The parent's classifier followed by OpenMax recalibration
     (:func:`longtail.methods.decoupled.openmax.openmax_probs`).
 
-    ``forward`` returns C logits log(P_j + P_0 / C): the unknown probability P_0 spread uniformly
-    over the known classes (:func:`longtail.methods.decoupled.openmax.known_logits`), so the evaluator's max-softmax
-    confidence is max_j P_j + P_0 / C and a high unknown mass means a low confidence."""
+    ``forward`` returns C + 1 logits log P_j, the unknown class last, so their softmax is the
+    OpenMax probabilities exactly and an argmax that picks column C (which no label has) counts as
+    an error wherever accuracy is read from logits (training history, val accuracy)."""
 
     def __init__(self, base: nn.Module, num_classes: int, alpha: int, kind: str, euclidean_weight: float) -> None:
         super().__init__()
@@ -244,15 +246,29 @@ class OpenMaxHead(nn.Module):
             return om.openmax_probs(av, self.means, self.weibull, self.alpha, self.kind, self.euclidean_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return om.known_logits(self.probs(x))
+        return torch.log(self.probs(x).clamp_min(om.EPS))  # (B, C + 1)
 
 
 @register_method("openmax")
 class OpenMax(ClassifierStage):
     """OpenMax (Bendale & Boult, CVPR 2016, Alg. 1 and 2) on the parent's logits: per-class Weibull
     models of the tail_size largest distances of correctly classified training AVs to their MAV,
-    the top alpha logits revised, an unknown class added. Choices and the mapping of the unknown
-    probability onto the max-softmax rejection: :mod:`longtail.methods.decoupled.openmax` and :class:`OpenMaxHead`."""
+    the top alpha logits revised (alpha = 10 as the authors' release, min(alpha, C)), an unknown
+    class added. A sample is rejected (pred -1) when the unknown class wins the argmax over the
+    C + 1 probabilities; its confidence is 1 - P(unknown) (:meth:`predictions`), so the
+    evaluator's AUROC ranks by the unknown probability and its threshold rule (reject below t)
+    only adds rejections where P(unknown) > 1 - t. Choices:
+    :mod:`longtail.methods.decoupled.openmax`."""
+
+    def predictions(self, split: SplitData, logits: np.ndarray) -> pd.DataFrame:
+        """Predictions from the head's C + 1 log-probabilities: pred / confidence by
+        :func:`longtail.methods.decoupled.openmax.decide`, top-k over the C + 1 classes with the
+        unknown ranked as -1."""
+        probs = torch.softmax(torch.from_numpy(logits).float(), dim=1)  # = the OpenMax probabilities
+        pred, confidence = om.decide(probs)
+        top_p, top_i = probs.topk(min(5, probs.shape[1]), dim=1)
+        top_i = torch.where(top_i == probs.shape[1] - 1, torch.full_like(top_i, -1), top_i)
+        return predictions_frame(split, pred.numpy(), confidence.numpy(), top_i.numpy(), top_p.numpy())
 
     def build_head(self, dim: int, info: DatasetInfo) -> nn.Module:
         base = create_head(self.cfg.head, dim, info.num_classes)
