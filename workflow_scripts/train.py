@@ -9,8 +9,7 @@ import pyarrow as pa
 import torch
 import yaml
 
-from longtail.contracts import (FEATURE_SPLITS, PREDICTION_SPLITS, features_table, predictions_table,
-                                read_features, read_samples)
+from longtail.contracts import FEATURE_SPLITS, PREDICTION_SPLITS, features_table, read_features, read_samples
 from longtail.curation import imbalanced_test_predictions
 from longtail.data import load_split
 from longtail.device import select_device
@@ -31,7 +30,7 @@ def write_inference(ckpt: dict, samples: pd.DataFrame, source, device, workers: 
         split = load_split(source, samples, split_name, workers=workers)
         logits, emb = infer(method, model, split, info, device)
         if split_name in PREDICTION_SPLITS:
-            preds.append(predictions_table(split, logits))
+            preds.append(method.predictions(split, logits))
         feats.append(features_table(split, emb, feature_dtype))
     # both record the samples' checksum: evaluate and the classifier stages refuse them once it changes
     write_parquet(imbalanced_test_predictions(pd.concat(preds, ignore_index=True), samples), predictions_path,

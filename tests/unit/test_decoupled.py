@@ -13,7 +13,7 @@ from longtail.methods.decoupled import openmax as om
 from longtail.data import DatasetInfo, SplitData
 from longtail.device import select_device
 from longtail.methods import create_method
-from longtail.methods.decoupled.method import (CosineMeansHead, ScaledHead, mean_class_accuracy, select_tau,
+from longtail.methods.decoupled.method import (NCMHead, ScaledHead, mean_class_accuracy, select_tau,
                                                tau_normalize)
 from longtail.methods.frozen import class_means
 from longtail.samplers import create_sampler
@@ -112,11 +112,12 @@ def test_crt_uses_class_balanced_sampling_with_four_per_class():
     sampler = method.create_sampler(np.repeat([0, 1, 2], [30, 12, 4]))
     idx = sampler.indices(0, np.random.default_rng(0))
     labels = np.repeat([0, 1, 2], [30, 12, 4])[idx]
-    assert (labels[:44].reshape(-1, 4) == labels[:44].reshape(-1, 4)[:, :1]).all()  # chunks of 4 of one class
+    assert len(idx) == 30 * 3  # max_c n_c x C draws an epoch, as decoupling's ClassAwareSampler
+    assert (labels[:88].reshape(-1, 4) == labels[:88].reshape(-1, 4)[:, :1]).all()  # chunks of 4 of one class
     assert method.cfg.epochs == 10
 
 
-CRT_PARAMS = {"epochs": 3, "batch_size": 8, "lr": 0.1}  # 46 features: 6 batches, the last of 6
+CRT_PARAMS = {"epochs": 3, "batch_size": 8, "lr": 0.1}  # an epoch of 30 x 3 = 90 draws: 12 batches, the last of 2
 
 
 def fresh_crt(parent: dict, init_seed: int = 0):
@@ -303,24 +304,56 @@ def test_class_means_raw_and_normalised():
     torch.testing.assert_close(class_means(x, y, 2, normalize_first=True), torch.tensor([[0.5, 0.5], [0.0, 1.0]]))
 
 
-def test_ncm_picks_the_nearest_normalised_mean():
-    # train means: class 0 (10, 0), class 1 (1, 1). x = (5, 0.5) is Euclidean-nearer to (1, 1)
-    # (4.03 vs 5.02) but cosine-nearer to (10, 0) (0.995 vs 0.774): cosine NCM says class 0.
+def test_ncm_cl2n_logits_by_hand():
+    # train features: class 0 (12, 11), (12, 9); class 1 (8, 11), (8, 9); mean (10, 10). Centred
+    # and L2-normalised: (+-2, +-1) / sqrt 5 -> centroids c_0 = (2/sqrt5, 0), c_1 = (-2/sqrt5, 0).
+    x = torch.tensor([[12.0, 11.0], [12.0, 9.0], [8.0, 11.0], [8.0, 9.0]])
+    head = NCMHead(2, 2, scale=2.0)
+    head.fit(x, torch.tensor([0, 0, 1, 1]))
+    torch.testing.assert_close(head.feat_mean, torch.tensor([10.0, 10.0]))
+    r5 = math.sqrt(5)
+    torch.testing.assert_close(head.centroids, torch.tensor([[2 / r5, 0.0], [-2 / r5, 0.0]]))
+    # query (11, 10.5): centred (1, 0.5) -> z = (2, 1)/sqrt5; d0^2 = 1/5, d1^2 = 16/5 + 1/5 = 17/5
+    torch.testing.assert_close(head(torch.tensor([[11.0, 10.5]])), torch.tensor([[-2 * 0.2, -2 * 3.4]]))
+
+
+def test_ncm_cl2n_and_cosine_disagree_where_the_offset_dominates():
+    # raw means (10, 0) and (1, 1): q = (5, 0.5) is cosine-nearer to (10, 0) (0.995 vs 0.774). cl2n
+    # centres on the training mean (5.5, 0.5): centroids ~(0.993, -0.116) and ~(-0.977, 0.061), and
+    # the centred q = (-0.5, 0) -> z = (-1, 0): d0^2 ~ 3.985, d1^2 ~ 0.004, so class 1
     x = torch.tensor([[9.0, 0.0], [11.0, 0.0], [0.0, 2.0], [2.0, 0.0]])
-    head = CosineMeansHead(2, 2, scale=16.0)
-    head.means.copy_(class_means(x, torch.tensor([0, 0, 1, 1]), 2))
+    y = torch.tensor([0, 0, 1, 1])
     q = torch.tensor([[5.0, 0.5]])
-    logits = head(q)
-    assert int(logits.argmax()) == 0
+    cos = NCMHead(2, 2, scale=16.0, distance="cosine")
+    cos.fit(x, y)
+    torch.testing.assert_close(cos.centroids, torch.tensor([[10.0, 0.0], [1.0, 1.0]]))
     cos0, cos1 = 5 / math.hypot(5, 0.5), 5.5 / (math.hypot(5, 0.5) * math.sqrt(2))
-    torch.testing.assert_close(logits, torch.tensor([[16 * cos0, 16 * cos1]]))
+    torch.testing.assert_close(cos(q), torch.tensor([[16 * cos0, 16 * cos1]]))
+    cl2n = NCMHead(2, 2)
+    cl2n.fit(x, y)
+    # centred train: (3.5, -0.5), (5.5, -0.5), (-5.5, 1.5), (-3.5, -0.5)
+    z = torch.nn.functional.normalize(x - torch.tensor([5.5, 0.5]), dim=1)
+    c = torch.stack([z[:2].mean(0), z[2:].mean(0)])
+    expected = -((torch.tensor([[-1.0, 0.0]]) - c) ** 2).sum(1)
+    torch.testing.assert_close(cl2n(q), expected[None])
+    assert cl2n(q)[0].tolist() == pytest.approx([-3.985, -0.0042], abs=2e-3)
+    assert int(cl2n(q).argmax()) == 1 and int(cos(q).argmax()) == 0
+
+
+def test_ncm_defaults_follow_the_reference():
+    cfg = create_method("ncm", {}).cfg
+    assert (cfg.distance, cfg.scale) == ("euclidean", 1.0)
+    with pytest.raises(ValueError, match="distance"):
+        create_method("ncm", {"distance": "manhattan"})
 
 
 def test_ncm_method_uses_train_split_means(train_stage):
     feats = make_features()
     _, model, history = train_stage("ncm", {"scale": 10.0}, features=feats)
     x, y, _ = feats["train"]
-    torch.testing.assert_close(model.head.means, class_means(torch.from_numpy(x), torch.from_numpy(y), 3))
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    torch.testing.assert_close(model.head.feat_mean, x.mean(0))
+    torch.testing.assert_close(model.head.centroids, class_means(torch.nn.functional.normalize(x - x.mean(0), dim=1), y, 3))
     assert history["val_acc"].iloc[0] == 1.0
 
 
@@ -336,8 +369,28 @@ def test_openmax_method_fits_on_train_logits_and_recalibrates(train_stage):
     torch.testing.assert_close(model.head.means, means)
     torch.testing.assert_close(model.head.weibull, weibull)
     q = torch.from_numpy(feats["test"][0])
-    expected = om.known_logits(om.openmax_probs(parent_model.head(q), means, weibull, 2, "euclidean"))
-    torch.testing.assert_close(model.head(q), expected)
+    expected = om.openmax_probs(parent_model.head(q), means, weibull, 2, "euclidean")  # (N, C + 1)
+    torch.testing.assert_close(torch.softmax(model.head(q), 1), expected)
+
+
+def test_openmax_defaults_follow_the_authors_release():
+    cfg = create_method("openmax", {}).cfg
+    assert (cfg.alpha, cfg.tail_size, cfg.distance) == (10, 20, "eucos")  # ALPHA_RANK, WEIBULL_TAIL_SIZE
+
+
+def test_openmax_predictions_reject_when_the_unknown_class_wins():
+    method = create_method("openmax", {})
+    split = SplitData(torch.zeros(3, 1, 28, 28, dtype=torch.uint8), torch.tensor([0, 1, 2]),
+                      np.array(["a", "b", "c"]), "test")
+    # OpenMax probabilities over 3 known classes + unknown (last), given as the head's log-probs
+    probs = np.array([[0.6, 0.2, 0.15, 0.05],   # class 0 wins, P_0 = 0.05
+                      [0.1, 0.3, 0.2, 0.4],     # unknown wins -> rejected although P_1 = 0.3
+                      [0.05, 0.1, 0.45, 0.4]])  # class 2 wins by a little, P_0 = 0.4
+    df = method.predictions(split, np.log(probs).astype(np.float32))
+    assert df["pred"].tolist() == [0, -1, 2]
+    np.testing.assert_allclose(df["confidence"], [0.95, 0.6, 0.6], rtol=1e-6)  # 1 - P(unknown)
+    assert [list(t) for t in df["topk"]] == [[0, 1, 2, -1], [-1, 1, 2, 0], [2, -1, 1, 0]]
+    np.testing.assert_allclose(df["topk_prob"].iloc[1], [0.4, 0.3, 0.2, 0.1], rtol=1e-6)
 
 
 def test_mean_class_accuracy_weights_classes_equally():

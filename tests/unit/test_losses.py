@@ -70,16 +70,40 @@ def test_ce_and_cost_sensitive_hand_computed():
     logits = torch.zeros(2, 3)  # CE = log 3 for every sample
     target = torch.tensor([0, 2])
     assert create_loss("ce", [100, 10, 1])(logits, target).item() == pytest.approx(math.log(3))
-    loss = create_loss("cost_sensitive", [100, 10, 1])(logits, target)
+    # equal per-sample losses: the weighted mean over the weights is that loss
+    assert create_loss("cost_sensitive", [100, 10, 1])(logits, target).item() == pytest.approx(math.log(3), rel=1e-6)
+    loss = create_loss("cost_sensitive", [100, 10, 1], reduction="batch")(logits, target)
     assert loss.item() == pytest.approx((0.027027027 + 2.7027027) / 2 * math.log(3), rel=1e-6)
 
 
-def test_cb_softmax_weights_per_sample():
-    logits, target = _batch()
-    counts = [50, 5, 1]
-    w = torch.tensor(class_balanced_weights(counts, 0.99), dtype=torch.float32)
-    expected = (w[target] * F.cross_entropy(logits, target, reduction="none")).mean()
-    assert create_loss("cb_softmax", counts, beta=0.99)(logits, target).item() == pytest.approx(expected.item())
+def test_cost_sensitive_reductions_with_weights_not_summing_to_the_batch_size():
+    # counts [100, 10, 1]: w proportional to [0.01, 0.1, 1] (normalised by 0.37 to mean 1).
+    # Sample 0: class 0, logits 0 -> l = ln 3; sample 1: class 2, logits (0, 0, ln 2) -> l = ln 2.
+    logits, target = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, math.log(2)]]), torch.tensor([0, 2])
+    weight_sum = (0.01 * math.log(3) + 1.0 * math.log(2)) / 1.01  # the normalisation cancels
+    batch = (0.01 * math.log(3) + 1.0 * math.log(2)) / 0.37 / 2  # w sums to 2.73, not B = 2
+    assert create_loss("cost_sensitive", [100, 10, 1])(logits, target).item() == pytest.approx(weight_sum, rel=1e-6)
+    assert create_loss("cost_sensitive", [100, 10, 1], reduction="batch")(logits, target).item() == pytest.approx(
+        batch, rel=1e-6)
+
+
+def test_cb_softmax_reductions_by_hand():
+    # counts [1, 2], beta 0.5: E = [1, 1.5], 1/E = [1, 2/3] -> weights [1.2, 0.8] (sum C = 2).
+    # Batch: (class 0, logits 0) l = ln 2; (class 1, logits (0, ln 3)) l = ln 4/3; (class 1, 0) l = ln 2.
+    logits = torch.tensor([[0.0, 0.0], [0.0, math.log(3)], [0.0, 0.0]])
+    target = torch.tensor([0, 1, 1])
+    total = 1.2 * math.log(2) + 0.8 * math.log(4 / 3) + 0.8 * math.log(2)
+    loss = create_loss("cb_softmax", [1, 2], beta=0.5)
+    assert loss.reduction == "weight_sum"  # PyTorch's weighted CE, as LDAM-DRW's re-weighting baseline
+    assert loss(logits, target).item() == pytest.approx(total / 2.8, rel=1e-6)  # weights sum 2.8, B = 3
+    batch = create_loss("cb_softmax", [1, 2], beta=0.5, reduction="batch")(logits, target)
+    assert batch.item() == pytest.approx(total / 3, rel=1e-6)  # Cui et al.'s code
+
+
+def test_bad_reduction_rejected():
+    for name in ("cost_sensitive", "cb_softmax", "cb_focal", "ldam"):
+        with pytest.raises(ValueError, match="loss_params.reduction must be one of weight_sum, batch"):
+            create_loss(name, [3, 2], reduction="mean")
 
 
 def test_focal_gamma0_is_ce_and_gamma1_hand_computed():
@@ -97,9 +121,13 @@ def test_cb_focal_is_weighted_focal():
     counts = [50, 5, 1]
     w = torch.tensor(class_balanced_weights(counts, 0.9999), dtype=torch.float32)
     p = F.softmax(logits, 1).gather(1, target[:, None]).squeeze(1)
-    expected = (w[target] * (1 - p) ** 2 * -torch.log(p)).mean()
-    loss = create_loss("cb_focal", counts, gamma=2.0)(logits, target)
-    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    terms = w[target] * (1 - p) ** 2 * -torch.log(p)
+    assert abs(w[target].sum().item() - len(target)) > 1  # the two reductions differ on this batch
+    loss = create_loss("cb_focal", counts, gamma=2.0)  # batch: Cui et al.'s sum / number of positives
+    assert loss.reduction == "batch"
+    assert loss(logits, target).item() == pytest.approx(terms.mean().item(), rel=1e-5)
+    ws = create_loss("cb_focal", counts, gamma=2.0, reduction="weight_sum")(logits, target)
+    assert ws.item() == pytest.approx((terms.sum() / w[target].sum()).item(), rel=1e-5)
 
 
 def test_balanced_softmax_is_ce_on_logits_plus_log_prior():
@@ -127,6 +155,13 @@ def test_ldam_drw_switches_at_drw_epoch():
     assert loss(logits, target, 7).item() == pytest.approx(plain, rel=1e-6)
     assert loss(logits, target, 8).item() == pytest.approx(weighted, rel=1e-6)
     assert create_loss("ldam", [16, 1], num_epochs=200).drw_epoch == 160
+    # weights that do not sum to B: two class-0 samples and one class-1 -> sum 2.66667345, B = 3
+    l0, l1 = math.log(1 + math.exp(0.5)), math.log(1 + math.e)
+    target3 = torch.tensor([0, 0, 1])
+    drw = (2 * 0.66667345 * l0 + 1.33332655 * l1) / 2.66667345  # PyTorch's weighted-CE mean
+    assert loss(torch.zeros(3, 2), target3, 8).item() == pytest.approx(drw, rel=1e-6)
+    batch = create_loss("ldam", [16, 1], num_epochs=10, scale=2.0, beta=0.5, reduction="batch")
+    assert batch(torch.zeros(3, 2), target3, 8).item() == pytest.approx(drw * 2.66667345 / 3, rel=1e-6)
     assert create_loss("ldam", [16, 1], num_epochs=10, drw_epoch=3).drw_epoch == 3
 
 

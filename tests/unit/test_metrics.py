@@ -162,6 +162,21 @@ def test_open_set_metrics(test_df, open_df):
     assert m["macro_f1"] == pytest.approx(79 / 180)
 
 
+def test_a_methods_own_rejection_survives_the_threshold_rule():
+    # OpenMax-style rows: pred -1 where the unknown class won, confidence = 1 - P(unknown).
+    known = frame("test", label=[0, 1, 2], pred=[0, -1, 2], confidence=[0.95, 0.6, 0.6])
+    opened = frame("open", label=[-1, -1], pred=[-1, 3], confidence=[0.3, 0.7])
+    # confidence 0.6 >= t = 0.5 does not re-accept the rejected class-1 sample
+    assert M.open_set_predictions(known, 0.5).tolist() == [0, -1, 2]
+    m = M.open_set_metrics(known, opened, CLASS_COUNTS, threshold=0.5)
+    assert m["top1"] == pytest.approx(2 / 3)
+    assert m["open_reject_rate"] == pytest.approx(0.5)
+    # TP 2, FP 1 (the rejection), FN 1 (open predicted 3): P = R = 2/3 -> F = 2/3
+    assert m["f_measure"] == pytest.approx(2 / 3)
+    # known .95 beats .3 and .7, each .6 beats .3: 4 of 6 pairs
+    assert m["auroc"] == pytest.approx(2 / 3)
+
+
 def test_open_set_metrics_auroc_nan_without_open(test_df, open_df):
     m = M.open_set_metrics(test_df, open_df.iloc[:0], CLASS_COUNTS, threshold=0.5)
     assert math.isnan(m["auroc"])

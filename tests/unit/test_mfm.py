@@ -394,3 +394,13 @@ def test_bilevel_kill_and_resume_gives_identical_weights(name, params, tmp_path)
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
     assert history["loss"].tolist() == ref_history["loss"].tolist()
+
+
+def test_confusion_matrix_keeps_a_rejected_sample_out_of_every_cell():
+    import pandas as pd
+
+    from longtail.methods.mfm.figures import confusion_matrix
+
+    df = pd.DataFrame({"split": ["test"] * 4, "label": [0, 0, 1, 1], "pred": [0, -1, 1, 0]})
+    # class 0: one correct, one rejected (OpenMax) -> (1/2, 0); class 1: (1/2, 1/2)
+    np.testing.assert_allclose(confusion_matrix(df, 2), [[0.5, 0.0], [0.5, 0.5]])

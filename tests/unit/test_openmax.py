@@ -1,5 +1,5 @@
 """OpenMax math (longtail.openmax): Weibull fit, distances, Alg. 1 fitting, Alg. 2 recalibration,
-and the mapping of the unknown probability onto the max-softmax confidence."""
+and the decision rule (reject where the unknown class wins; confidence 1 - P(unknown))."""
 
 import math
 
@@ -85,10 +85,8 @@ def test_openmax_alpha_larger_than_classes_is_clipped_and_far_samples_get_unknow
     assert float(far[0, 3]) > 0.99   # far from every mean: the logits move to the unknown class
 
 
-def test_known_logits_spread_the_unknown_mass_uniformly():
-    p = torch.tensor([[0.5, 0.2, 0.1, 0.2], [0.05, 0.1, 0.05, 0.8]])  # last column = unknown
-    q = torch.softmax(om.known_logits(p), dim=1)
-    torch.testing.assert_close(q, torch.tensor([[0.5 + 0.2 / 3, 0.2 + 0.2 / 3, 0.1 + 0.2 / 3],
-                                                [0.05 + 0.8 / 3, 0.1 + 0.8 / 3, 0.05 + 0.8 / 3]]))
-    assert q.argmax(1).tolist() == [0, 1]  # known ranking kept
-    assert float(q[1].max()) < 0.5 < float(q[0].max())  # high unknown mass -> rejected at t = 0.5
+def test_decide_rejects_when_the_unknown_class_wins_the_argmax():
+    p = torch.tensor([[0.5, 0.2, 0.1, 0.2], [0.05, 0.1, 0.05, 0.8], [0.3, 0.05, 0.3, 0.35]])  # unknown last
+    pred, conf = om.decide(p)
+    assert pred.tolist() == [0, -1, -1]  # the third: P_0 = 0.35 beats 0.3, 0.05, 0.3
+    torch.testing.assert_close(conf, torch.tensor([0.8, 0.2, 0.65]))  # 1 - P_0

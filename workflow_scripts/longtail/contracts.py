@@ -291,7 +291,9 @@ SWEEP_HISTORY = TableContract("sweep history", _cols([
     ("tau", "number"), ("val_acc", "number"), ("selected", "bool"), ("seconds", "number"),
 ]))
 
-# One row per evaluated sample: the top-1 class, its softmax probability, and the top-k.
+# One row per evaluated sample: the top-1 class, its softmax probability, and the top-k. A method
+# with an unknown class of its own (OpenMax) writes pred -1 where it rejects, confidence
+# 1 - P(unknown), and ranks the unknown as -1 in topk.
 PREDICTIONS = TableContract("predictions", _cols([
     ("sample_id", "string"), ("split", "string"), ("label", "int64"), ("pred", "int64"),
     ("confidence", "float64"), ("topk", "list<int64>"), ("topk_prob", "list<float32>"),
@@ -338,16 +340,23 @@ def predictions_table(split: "SplitData", logits: np.ndarray, k: int = 5) -> pd.
     import torch  # softmax/topk as torch computes them: the tables stay bit-identical
 
     probs = torch.softmax(torch.from_numpy(logits).float(), dim=1)
-    k = min(k, probs.shape[1])
-    top_p, top_i = probs.topk(k, dim=1)
+    top_p, top_i = probs.topk(min(k, probs.shape[1]), dim=1)
+    return predictions_frame(split, top_i[:, 0].numpy(), top_p[:, 0].numpy(), top_i.numpy(), top_p.numpy())
+
+
+def predictions_frame(split: "SplitData", pred: np.ndarray, confidence: np.ndarray, topk: np.ndarray,
+                      topk_prob: np.ndarray) -> pd.DataFrame:
+    """The predictions table of one split from its columns: pred (N,) (-1 = rejected by the method
+    itself, e.g. OpenMax), confidence (N,) (high = known; the open-set threshold and AUROC read
+    it), topk / topk_prob (N, k)."""
     return pd.DataFrame({
         "sample_id": split.sample_ids.astype(str),
         "split": split.split,
         "label": split.labels.numpy().astype(np.int64),
-        "pred": top_i[:, 0].numpy().astype(np.int64),
-        "confidence": top_p[:, 0].numpy().astype(np.float64),
-        "topk": list(top_i.numpy().astype(np.int64)),
-        "topk_prob": list(top_p.numpy().astype(np.float32)),
+        "pred": np.asarray(pred).astype(np.int64),
+        "confidence": np.asarray(confidence).astype(np.float64),
+        "topk": list(np.asarray(topk).astype(np.int64)),
+        "topk_prob": list(np.asarray(topk_prob).astype(np.float32)),
     })
 
 

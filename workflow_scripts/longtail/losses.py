@@ -4,9 +4,17 @@ Every loss is an ``nn.Module`` built from the training class counts and called a
 ``loss(logits, target, epoch)`` so that schedules such as deferred re-weighting can switch on by
 epoch without the trainer knowing about them.
 
-Re-weighted losses use per-sample weights w_{y_i} and average over the batch,
-``sum_i w_{y_i} l_i / B`` (Cui et al.'s convention), with class weights normalised to mean 1 so
-the loss scale (and so the learning rate) stays comparable to plain CE.
+Re-weighted losses use per-sample weights w_{y_i} (class weights normalised to mean 1 over the
+classes) and one of two batch reductions, ``loss_params.reduction``:
+- ``weight_sum``: sum_i w_{y_i} l_i / sum_i w_{y_i}, PyTorch's weighted ``cross_entropy`` with
+  reduction mean, as the LDAM-DRW code computes DRW and its re-weighting baselines; the default
+  of ``cost_sensitive``, ``cb_softmax`` and ``ldam``;
+- ``batch``: sum_i w_{y_i} l_i / B, as Cui et al.'s class-balanced code (TensorFlow: the softmax
+  loss with per-example weights and ``SUM_BY_NONZERO_WEIGHTS``, the sigmoid and focal losses
+  summed and divided by the number of positive labels, i.e. B); the default of ``cb_focal``,
+  which LDAM-DRW's focal loss also averages over the batch.
+The two differ whenever a batch's weights do not sum to B (a batch of head-class samples has a
+small weight sum: ``weight_sum`` scales its loss up to that of an unweighted batch).
 
 The two embedding losses of OLTR's comparison (range loss, lifted structure) act on features,
 not logits; they are plain functions here (:func:`range_loss`, :func:`lifted_structure_loss`)
@@ -72,10 +80,25 @@ class LongTailLoss(nn.Module):
         raise NotImplementedError
 
 
-def _weighted_mean(per_sample: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None) -> torch.Tensor:
+REDUCTIONS = ("weight_sum", "batch")
+
+
+def check_reduction(reduction: str) -> str:
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"loss_params.reduction must be one of {', '.join(REDUCTIONS)}, got {reduction!r}")
+    return reduction
+
+
+def weighted_reduce(per_sample: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None,
+                    reduction: str = "weight_sum") -> torch.Tensor:
+    """Batch loss from per-sample losses l_i (B,) and class weights w (C,): ``weight_sum``
+    sum_i w_{y_i} l_i / sum_i w_{y_i}; ``batch`` sum_i w_{y_i} l_i / B; the plain mean without
+    weights (module docstring)."""
     if weights is None:
         return per_sample.mean()
-    return (weights[target] * per_sample).mean()
+    w = weights[target]  # (B,)
+    total = (w * per_sample).sum()
+    return total / w.sum() if reduction == "weight_sum" else total / len(per_sample)
 
 
 def focal_terms(logits: torch.Tensor, target: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -98,35 +121,43 @@ class CrossEntropy(LongTailLoss):
 class _WeightedLoss(LongTailLoss):
     """Holds fixed per-class weights (buffer ``weights``, (C,))."""
 
-    def __init__(self, class_counts: np.ndarray, num_epochs: int, weights: np.ndarray) -> None:
+    def __init__(self, class_counts: np.ndarray, num_epochs: int, weights: np.ndarray,
+                 reduction: str = "weight_sum") -> None:
         super().__init__(class_counts, num_epochs)
         self.register_buffer("weights", torch.as_tensor(weights, dtype=torch.float32))
+        self.reduction = check_reduction(reduction)
 
 
 @register_loss("cost_sensitive")
 class CostSensitiveCE(_WeightedLoss):
     """Cost-sensitive CE: class weights proportional to inverse class frequency, mean 1 (the
-    "Cost-Sensitive" rows of MetaModelNet Table 1 / OLTR Table 5; e.g. Huang et al. 2016)."""
+    "Cost-Sensitive" rows of MetaModelNet Table 1 / OLTR Table 5; e.g. Huang et al. 2016).
+    ``reduction`` weight_sum (PyTorch's weighted CE) by default."""
 
-    def __init__(self, class_counts: np.ndarray, num_epochs: int = 1) -> None:
-        super().__init__(class_counts, num_epochs, inverse_frequency_weights(class_counts))
+    def __init__(self, class_counts: np.ndarray, num_epochs: int = 1, reduction: str = "weight_sum") -> None:
+        super().__init__(class_counts, num_epochs, inverse_frequency_weights(class_counts), reduction)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, epoch: int = 0) -> torch.Tensor:
-        return _weighted_mean(F.cross_entropy(logits.float(), target, reduction="none"), target, self.weights)
+        per_sample = F.cross_entropy(logits.float(), target, reduction="none")
+        return weighted_reduce(per_sample, target, self.weights, self.reduction)
 
 
 @register_loss("cb_softmax")
 class ClassBalancedSoftmax(_WeightedLoss):
     """Class-balanced softmax CE (Cui et al., CVPR 2019, Eq. 5 with the softmax loss): weights
-    (1 - beta) / (1 - beta^n_y), normalised to sum C; beta = 0.9999 by default."""
+    (1 - beta) / (1 - beta^n_y), normalised to sum C; beta = 0.9999 by default. ``reduction``
+    weight_sum by default (PyTorch's weighted CE, as LDAM-DRW's class-balanced re-weighting
+    baseline); Cui et al.'s own code divides by the batch size (``reduction: batch``)."""
 
-    def __init__(self, class_counts: np.ndarray, num_epochs: int = 1, beta: float = 0.9999) -> None:
+    def __init__(self, class_counts: np.ndarray, num_epochs: int = 1, beta: float = 0.9999,
+                 reduction: str = "weight_sum") -> None:
         if not 0 <= beta < 1:
             raise ValueError(f"beta must be in [0, 1), got {beta}")
-        super().__init__(class_counts, num_epochs, class_balanced_weights(class_counts, beta))
+        super().__init__(class_counts, num_epochs, class_balanced_weights(class_counts, beta), reduction)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, epoch: int = 0) -> torch.Tensor:
-        return _weighted_mean(F.cross_entropy(logits.float(), target, reduction="none"), target, self.weights)
+        per_sample = F.cross_entropy(logits.float(), target, reduction="none")
+        return weighted_reduce(per_sample, target, self.weights, self.reduction)
 
 
 @register_loss("focal")
@@ -149,19 +180,21 @@ class FocalLoss(LongTailLoss):
 class ClassBalancedFocal(_WeightedLoss):
     """Class-balanced focal loss (Cui et al. 2019, Eq. 5 with the focal loss): focal terms
     weighted by the effective-number weights. Choice: the softmax focal form (as ``focal``),
-    Cui et al. use the sigmoid form; gamma = 1, beta = 0.9999 by default."""
+    Cui et al. use the sigmoid form; gamma = 1, beta = 0.9999 by default. ``reduction`` batch by
+    default: Cui et al.'s focal loss sums the weighted terms and divides by the number of positive
+    labels (= B), and LDAM-DRW's focal loss averages over the batch too."""
 
     def __init__(self, class_counts: np.ndarray, num_epochs: int = 1, beta: float = 0.9999,
-                 gamma: float = 1.0) -> None:
+                 gamma: float = 1.0, reduction: str = "batch") -> None:
         if not 0 <= beta < 1:
             raise ValueError(f"beta must be in [0, 1), got {beta}")
         if gamma < 0:
             raise ValueError(f"gamma must be >= 0, got {gamma}")
-        super().__init__(class_counts, num_epochs, class_balanced_weights(class_counts, beta))
+        super().__init__(class_counts, num_epochs, class_balanced_weights(class_counts, beta), reduction)
         self.gamma = float(gamma)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, epoch: int = 0) -> torch.Tensor:
-        return _weighted_mean(focal_terms(logits, target, self.gamma), target, self.weights)
+        return weighted_reduce(focal_terms(logits, target, self.gamma), target, self.weights, self.reduction)
 
 
 @register_loss("ldam")
@@ -176,15 +209,18 @@ class LDAMLoss(_WeightedLoss):
     DRW: plain (unweighted) LDAM before epoch ``drw_epoch`` (0-based; default int(0.8 * epochs),
     i.e. 160 of 200 as in the paper), then class-balanced weights with ``beta`` (0.9999).
     ``drw_epoch >= epochs`` gives LDAM without re-weighting, ``drw_epoch = 0`` LDAM-RW.
+    The re-weighted phase reduces by ``reduction`` weight_sum (default: the LDAM-DRW code passes
+    the weights to PyTorch's cross-entropy, whose mean divides by sum_i w_{y_i}) or batch.
     """
 
     def __init__(self, class_counts: np.ndarray, num_epochs: int = 1, max_margin: float = 0.5,
-                 scale: float = 30.0, beta: float = 0.9999, drw_epoch: int | None = None) -> None:
+                 scale: float = 30.0, beta: float = 0.9999, drw_epoch: int | None = None,
+                 reduction: str = "weight_sum") -> None:
         if max_margin <= 0 or scale <= 0:
             raise ValueError(f"max_margin and scale must be > 0, got {max_margin}, {scale}")
         if not 0 <= beta < 1:
             raise ValueError(f"beta must be in [0, 1), got {beta}")
-        super().__init__(class_counts, num_epochs, class_balanced_weights(class_counts, beta))
+        super().__init__(class_counts, num_epochs, class_balanced_weights(class_counts, beta), reduction)
         self.register_buffer("margins", torch.as_tensor(ldam_margins(class_counts, max_margin), dtype=torch.float32))
         self.scale = float(scale)
         self.drw_epoch = int(0.8 * num_epochs) if drw_epoch is None else int(drw_epoch)
@@ -194,7 +230,7 @@ class LDAMLoss(_WeightedLoss):
         # subtract s * Delta_y from the true class only: (B, C)
         shifted = logits - F.one_hot(target, logits.shape[1]) * (self.scale * self.margins[target])[:, None]
         per_sample = F.cross_entropy(shifted, target, reduction="none")
-        return _weighted_mean(per_sample, target, self.weights if epoch >= self.drw_epoch else None)
+        return weighted_reduce(per_sample, target, self.weights if epoch >= self.drw_epoch else None, self.reduction)
 
 
 @register_loss("balanced_softmax")

@@ -105,7 +105,8 @@ def closed_set_metrics(test_df: pd.DataFrame, class_counts: pd.DataFrame) -> dic
 
 
 def open_set_predictions(df: pd.DataFrame, threshold: float) -> np.ndarray:
-    """OLTR rejection: pred, with -1 where confidence < threshold (equality is kept)."""
+    """OLTR rejection: pred, with -1 where confidence < threshold (equality is kept). A row the
+    method rejected itself (pred -1, e.g. OpenMax) stays -1 whatever its confidence."""
     return np.where(df["confidence"].to_numpy(float) < threshold, UNKNOWN,
                     df["pred"].to_numpy(np.int64)).astype(np.int64)
 

@@ -89,9 +89,15 @@ def sqrt_sampler(labels: np.ndarray, num_epochs: int = 1) -> Sampler:
 
 @register_sampler("class_balanced")
 class ClassAwareSampler(Sampler):
-    """Class-aware sampling (Shen et al. 2016; OLTR/decoupling's ClassAwareSampler): classes are
-    drawn uniformly, and each drawn class contributes ``per_class`` images, so a batch holds
-    batch_size/per_class classes. Epoch length = number of training images."""
+    """Class-aware sampling (Shen et al. 2016) as OLTR's and decoupling's ``ClassAwareSampler``:
+    classes are drawn in shuffled rounds (every class once per round), and each drawn class
+    contributes the next ``per_class`` images of its own shuffled cycle (every image of the class
+    once before any repeats), so a batch holds batch_size/per_class classes.
+
+    Epoch length = max_c n_c x C (the reference samplers' ``num_samples``), not the number of
+    training images: an epoch holds as many draws as an over-sampled epoch. Unlike the
+    references, whose cycles carry their position from one epoch into the next, every epoch
+    starts fresh cycles, so an epoch's indices depend on (labels, epoch, rng) only."""
 
     def __init__(self, labels: np.ndarray, num_epochs: int = 1, per_class: int = 4) -> None:
         if per_class < 1:
@@ -102,14 +108,22 @@ class ClassAwareSampler(Sampler):
     def class_probs(self, epoch: int = 0) -> np.ndarray:
         return np.full(len(self.classes), 1.0 / len(self.classes))
 
+    def epoch_length(self) -> int:
+        return int(self.counts.max()) * len(self.classes)
+
     def indices(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
-        n_groups = -(-len(self.labels) // self.per_class)
-        # cycle through shuffled class lists so every class appears equally often
-        reps = -(-n_groups // len(self.classes))
-        cls = np.concatenate([rng.permutation(len(self.classes)) for _ in range(reps)])[:n_groups]
-        chunks = [rng.choice(self.by_class[k], size=self.per_class, replace=len(self.by_class[k]) < self.per_class)
-                  for k in cls]
-        return np.concatenate(chunks)[: len(self.labels)]
+        n, k = self.epoch_length(), self.per_class
+        n_groups = -(-n // k)
+        rounds = -(-n_groups // len(self.classes))
+        cls = np.concatenate([rng.permutation(len(self.classes)) for _ in range(rounds)])[:n_groups]
+        out = np.empty(n_groups * k, dtype=np.int64)
+        for c, members in enumerate(self.by_class):
+            slots = (np.flatnonzero(cls == c)[:, None] * k + np.arange(k)).ravel()  # this class's draws, in order
+            if not len(slots):  # per_class > max_c n_c: fewer groups than classes
+                continue
+            passes = -(-len(slots) // len(members))
+            out[slots] = np.concatenate([rng.permutation(members) for _ in range(passes)])[: len(slots)]
+        return out[:n]
 
 
 @register_sampler("progressive")

@@ -17,7 +17,8 @@ import torch
 from torch import nn
 
 from .. import trainer
-from ..data import DatasetInfo
+from ..contracts import predictions_table
+from ..data import DatasetInfo, SplitData
 from ..losses import create_loss
 from ..models import LongTailNet, create_backbone, create_head
 from ..samplers import Sampler, create_sampler
@@ -90,3 +91,8 @@ class Method:
         """Return (logits, embedding) of a batch; the embedding is what t-SNE/KT/NCM use."""
         feats = model.features(x)
         return model.head(feats), feats
+
+    def predictions(self, split: SplitData, logits: np.ndarray) -> pd.DataFrame:
+        """The predictions table of ``split`` from this method's logits (``infer`` over the split):
+        softmax top-1 and top-k. A method that rejects on its own (OpenMax) overrides it."""
+        return predictions_table(split, logits)

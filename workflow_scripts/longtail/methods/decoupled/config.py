@@ -16,7 +16,8 @@ from typing import Any, Mapping
 from .. import register_config
 from ..config import BACKBONES, HEADS, ParamError, TrainConfig, check_choice, check_field_types, check_positive
 
-DISTANCES = ("eucos", "euclidean")
+DISTANCES = ("eucos", "euclidean")  # OpenMax
+NCM_DISTANCES = ("euclidean", "cosine")
 
 
 def _check_inherited(cfg: Any) -> None:
@@ -112,29 +113,33 @@ class TauNormConfig(FrozenBackboneConfig):
 @register_config("ncm")
 @dataclass(frozen=True)
 class NCMConfig(FrozenBackboneConfig):
-    """Nearest class mean with cosine similarity. ``scale``: logits = scale * cos (a softmax
-    temperature; it leaves the argmax unchanged and sets the confidence the open-set rejection
-    reads; 16 = the cosine classifier's initial scale). ``normalize_before_mean``: average the
-    L2-normalised features instead of the raw ones (decoupling averages raw features)."""
+    """Nearest class mean. ``distance``: euclidean (default) = decoupling's ``cl2n``: features
+    centred on the training-feature mean and L2-normalised, class means of those, logits =
+    -scale * squared Euclidean distance; cosine = the paper's other option, scale * cos(x, mu_j)
+    with means of the raw features. ``scale`` (1 = the reference's logits) is a softmax
+    temperature: it leaves the argmax unchanged and sets the confidence the open-set rejection
+    reads."""
 
-    scale: float = 16.0
-    normalize_before_mean: bool = False
+    scale: float = 1.0
+    distance: str = "euclidean"
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_positive("scale", self.scale)
+        check_choice("distance", self.distance, NCM_DISTANCES)
 
 
 @register_config("openmax")
 @dataclass(frozen=True)
 class OpenMaxConfig(FrozenBackboneConfig):
     """OpenMax on the parent's logits (activation vectors). ``tail_size``: largest distances per
-    class fitted by the Weibull; ``alpha``: top classes revised (min(alpha, C) is used);
+    class fitted by the Weibull; ``alpha``: top classes revised (min(alpha, C) is used; 10 as the
+    authors' release, ``ALPHA_RANK``);
     ``distance``: eucos (euclidean_weight * ||.||_2 + cosine distance, the authors' release) or
     euclidean."""
 
     tail_size: int = 20
-    alpha: int = 3
+    alpha: int = 10
     distance: str = "eucos"
     euclidean_weight: float = 0.005  # the 1/200 of eucos
 

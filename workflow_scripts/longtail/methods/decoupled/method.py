@@ -6,9 +6,10 @@ backbone by default) is kept and only the classifier changes:
 - ``crt``: classifier re-training, a freshly initialised head trained with class-balanced sampling;
 - ``lws``: learnable weight scaling, w_i <- f_i * w_i with only f_i trained (class-balanced);
 - ``tau_norm``: w_i <- w_i / ||w_i||^tau with tau chosen on the val split;
-- ``ncm``: nearest class mean with cosine similarity.
+- ``ncm``: nearest class mean on centred, L2-normalised features (the reference's ``cl2n``).
 OpenMax (Bendale & Boult, CVPR 2016, Alg. 1-2; math in :mod:`longtail.methods.decoupled.openmax`) recalibrates
-the parent's logits with per-class Weibull models and an unknown class.
+the parent's logits with per-class Weibull models and an unknown class, and rejects (pred -1)
+where the unknown class wins.
 
 All of them read the parent's cached features (``run.parent_features``, computed once by the
 parent's infer job) on its frozen backbone (:class:`longtail.methods.frozen.FrozenBackboneMethod`).
@@ -34,7 +35,8 @@ from torch import nn
 
 from . import openmax as om
 from ..config import HEADS
-from ...data import DatasetInfo
+from ...contracts import predictions_frame
+from ...data import DatasetInfo, SplitData
 from ...models import create_head
 from ...trainer import TrainRun
 from .. import register_method
@@ -175,31 +177,50 @@ class TauNorm(ClassifierStage):
                              "seconds": time.perf_counter() - t0})
 
 
-class CosineMeansHead(nn.Module):
-    """NCM head: logits_j = scale * cos(x, mu_j), class means mu (C, D) in a buffer."""
+class NCMHead(nn.Module):
+    """NCM head on class centroids (C, D) and the training-feature mean (D,), both buffers.
 
-    def __init__(self, dim: int, num_classes: int, scale: float) -> None:
+    euclidean (decoupling's ``cl2n``): z = (x - mean) / ||x - mean||, logits_j = -scale ||z - c_j||^2
+    with c_j the class means of the training z (not re-normalised, as the reference).
+    cosine: logits_j = scale * cos(x, c_j) with c_j the class means of the raw features."""
+
+    def __init__(self, dim: int, num_classes: int, scale: float = 1.0, distance: str = "euclidean") -> None:
         super().__init__()
-        self.register_buffer("means", torch.zeros(num_classes, dim))
-        self.scale = scale
+        self.register_buffer("centroids", torch.zeros(num_classes, dim))
+        self.register_buffer("feat_mean", torch.zeros(dim))
+        self.scale, self.distance = scale, distance
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """The feature transform the centroids live in: cl2n for euclidean, none for cosine."""
+        return F.normalize(x - self.feat_mean, dim=1) if self.distance == "euclidean" else x
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.means, dim=1))
+        if self.distance == "cosine":
+            return self.scale * F.linear(F.normalize(x, dim=1), F.normalize(self.centroids, dim=1))
+        z = self.transform(x)  # (B, D)
+        d2 = (z * z).sum(1, keepdim=True) + (self.centroids ** 2).sum(1) - 2.0 * z @ self.centroids.T  # (B, C)
+        return -self.scale * d2.clamp_min(0.0)
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Centroids from training features x (N, D) and labels y (N,)."""
+        self.feat_mean.copy_(x.mean(0) if self.distance == "euclidean" else torch.zeros_like(self.feat_mean))
+        self.centroids.copy_(class_means(self.transform(x), y, self.centroids.shape[0]))
 
 
 @register_method("ncm")
 class NCM(ClassifierStage):
-    """NCM (decoupling Sec. 4.2): class means of the parent's train-split features, nearest mean by
-    cosine similarity (both sides L2-normalised). logits = scale * cos; ``scale`` only sets the
-    softmax confidence (see the config)."""
+    """NCM (decoupling Sec. 4.2) on the parent's train-split features. Default (``distance:
+    euclidean``) as the reference's ``cl2n`` KNN classifier: centre on the training-feature mean,
+    L2-normalise, average per class, classify by squared Euclidean distance (logits = -scale d^2).
+    ``distance: cosine``: cosine similarity to the raw class means, the paper's other option."""
 
     def build_head(self, dim: int, info: DatasetInfo) -> nn.Module:
-        return CosineMeansHead(dim, info.num_classes, self.cfg.scale)
+        return NCMHead(dim, info.num_classes, self.cfg.scale, self.cfg.distance)
 
     def fit(self, model: nn.Module, run: TrainRun) -> pd.DataFrame:
         t0 = time.perf_counter()
         x, y = self.features(run, "train", "cpu")
-        model.head.means.copy_(class_means(x, y, run.info.num_classes, self.cfg.normalize_before_mean))
+        model.head.cpu().fit(x, y)
         return self.head_summary(model, run, t0)
 
 
@@ -207,9 +228,9 @@ class OpenMaxHead(nn.Module):
     """The parent's classifier followed by OpenMax recalibration
     (:func:`longtail.methods.decoupled.openmax.openmax_probs`).
 
-    ``forward`` returns C logits log(P_j + P_0 / C): the unknown probability P_0 spread uniformly
-    over the known classes (:func:`longtail.methods.decoupled.openmax.known_logits`), so the evaluator's max-softmax
-    confidence is max_j P_j + P_0 / C and a high unknown mass means a low confidence."""
+    ``forward`` returns C + 1 logits log P_j, the unknown class last, so their softmax is the
+    OpenMax probabilities exactly and an argmax that picks column C (which no label has) counts as
+    an error wherever accuracy is read from logits (training history, val accuracy)."""
 
     def __init__(self, base: nn.Module, num_classes: int, alpha: int, kind: str, euclidean_weight: float) -> None:
         super().__init__()
@@ -225,15 +246,29 @@ class OpenMaxHead(nn.Module):
             return om.openmax_probs(av, self.means, self.weibull, self.alpha, self.kind, self.euclidean_weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return om.known_logits(self.probs(x))
+        return torch.log(self.probs(x).clamp_min(om.EPS))  # (B, C + 1)
 
 
 @register_method("openmax")
 class OpenMax(ClassifierStage):
     """OpenMax (Bendale & Boult, CVPR 2016, Alg. 1 and 2) on the parent's logits: per-class Weibull
     models of the tail_size largest distances of correctly classified training AVs to their MAV,
-    the top alpha logits revised, an unknown class added. Choices and the mapping of the unknown
-    probability onto the max-softmax rejection: :mod:`longtail.methods.decoupled.openmax` and :class:`OpenMaxHead`."""
+    the top alpha logits revised (alpha = 10 as the authors' release, min(alpha, C)), an unknown
+    class added. A sample is rejected (pred -1) when the unknown class wins the argmax over the
+    C + 1 probabilities; its confidence is 1 - P(unknown) (:meth:`predictions`), so the
+    evaluator's AUROC ranks by the unknown probability and its threshold rule (reject below t)
+    only adds rejections where P(unknown) > 1 - t. Choices:
+    :mod:`longtail.methods.decoupled.openmax`."""
+
+    def predictions(self, split: SplitData, logits: np.ndarray) -> pd.DataFrame:
+        """Predictions from the head's C + 1 log-probabilities: pred / confidence by
+        :func:`longtail.methods.decoupled.openmax.decide`, top-k over the C + 1 classes with the
+        unknown ranked as -1."""
+        probs = torch.softmax(torch.from_numpy(logits).float(), dim=1)  # = the OpenMax probabilities
+        pred, confidence = om.decide(probs)
+        top_p, top_i = probs.topk(min(5, probs.shape[1]), dim=1)
+        top_i = torch.where(top_i == probs.shape[1] - 1, torch.full_like(top_i, -1), top_i)
+        return predictions_frame(split, pred.numpy(), confidence.numpy(), top_i.numpy(), top_p.numpy())
 
     def build_head(self, dim: int, info: DatasetInfo) -> nn.Module:
         base = create_head(self.cfg.head, dim, info.num_classes)

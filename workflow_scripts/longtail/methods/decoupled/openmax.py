@@ -8,6 +8,9 @@ Inference (Alg. 2): with s(1..alpha) the alpha largest activations of v(x),
     w_s(i) = 1 - (alpha - i + 1) / alpha * WeibullCDF(d(v(x), mu_s(i)))         (line 3)
     v_hat = v * w,  v_hat_0 = sum_j v_j (1 - w_j)                               (lines 5-6)
     P(y = j | x) = softmax over [v_hat_1 .. v_hat_C, v_hat_0]                   (line 7)
+    y* = argmax_j P(y = j | x) over the C + 1 classes; reject when y* is the unknown (line 8)
+alpha = 10 by default, the authors' release (``ALPHA_RANK``), clipped to min(alpha, C).
+The open-set score is P_0 = P(unknown | x); as a known-class confidence, 1 - P_0.
 Choices where the printed algorithm and the authors' release differ (documented, not copied):
 - The revision weight uses the Weibull CDF (libMR's W-score, "the probability that the distance
   is an outlier" in the text); the printed line 3 shows the survival function exp(-(d/lambda)^k),
@@ -19,6 +22,8 @@ Choices where the printed algorithm and the authors' release differ (documented,
 - A class with no correctly classified training sample uses all of its samples; a tail of one
   distance (or of identical ones) gets the exponential MLE (shape 1, scale = mean distance).
 - The unknown class is the LAST column (index C), so known columns keep their labels.
+- Alg. 2 also rejects when P(y*) < epsilon; that threshold is not applied here (epsilon = 0): the
+  evaluator's threshold acts on the confidence 1 - P_0 instead (:func:`decide`).
 """
 
 from __future__ import annotations
@@ -108,13 +113,11 @@ def openmax_probs(av: torch.Tensor, means: torch.Tensor, weibull: torch.Tensor, 
     return torch.softmax(torch.cat([revised, unknown], dim=1), dim=1)  # line 7
 
 
-def known_logits(probs: torch.Tensor) -> torch.Tensor:
-    """C logits whose softmax carries OpenMax's recalibration for a max-softmax evaluator.
-
-    The unknown probability P_0 = probs[:, C] is spread uniformly over the C known classes:
-    softmax(logits)_j = P_j + P_0 / C. Ranking and argmax over the known classes are kept, and the
-    confidence the evaluator thresholds is max_j P_j + P_0 / C, which falls towards 1/C as the
-    unknown mass grows, so rejection at threshold t happens iff max_j P_j + P_0 / C < t."""
+def decide(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """OpenMax's decision on probabilities (N, C + 1), unknown last: (pred (N,) int64, confidence
+    (N,)). pred = argmax over the C + 1 classes, -1 (unknown) when the unknown class wins (Alg. 2
+    line 8); confidence = 1 - P_0, the known-vs-unknown score (high = known)."""
     c = probs.shape[1] - 1
-    q = probs[:, :c] + probs[:, c:] / c
-    return torch.log(q.clamp_min(EPS))
+    top = probs.argmax(dim=1)
+    pred = torch.where(top == c, torch.full_like(top, -1), top)
+    return pred, 1.0 - probs[:, c]

@@ -12,11 +12,14 @@ from ...plots import plt, stratified_subsample, tsne_embedding
 def confusion_matrix(predictions: pd.DataFrame, num_classes: int, split: str = "test") -> np.ndarray:
     """Row-normalised (num_classes, num_classes) confusion of the known samples of ``split``:
     entry (i, j) = share of class-i samples predicted as j (closed set: argmax, no rejection);
-    rows without samples are NaN."""
+    samples a method rejected itself (pred -1, OpenMax) count in their row's total only; rows
+    without samples are NaN."""
     df = predictions[(predictions["split"] == split) & (predictions["label"] >= 0)]
+    labels, preds = df["label"].to_numpy(np.int64), df["pred"].to_numpy(np.int64)
     counts = np.zeros((num_classes, num_classes), dtype=np.float64)
-    np.add.at(counts, (df["label"].to_numpy(np.int64), df["pred"].to_numpy(np.int64)), 1.0)
-    totals = counts.sum(1, keepdims=True)
+    kept = preds >= 0  # a -1 would index the last column
+    np.add.at(counts, (labels[kept], preds[kept]), 1.0)
+    totals = np.bincount(labels, minlength=num_classes).astype(np.float64)[:, None]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(totals > 0, counts / np.maximum(totals, 1), np.nan)
 
