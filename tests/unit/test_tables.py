@@ -113,6 +113,13 @@ def test_detection_section_near_and_far_mean_and_std():
     assert "Far AUROC" not in display_table(wide)  # the results section keeps its own columns
 
 
+def test_markdown_keeps_two_decimals_of_one_seed():
+    # one seed: no std, the cell is "100.00"; tabulate's number parsing would print it as "100"
+    wide = build_table(summarise(pd.DataFrame(metrics_rows("plain", 0, {("closed", "overall", "top1"): 1.0}))),
+                       {"plain": {}})
+    assert "| 100.00 " in to_markdown(wide, "t", [])
+
+
 def test_no_detection_section_without_open_or_ece_rows():
     wide = build_table(summarise(pd.DataFrame(metrics_rows("plain", 0, {("closed", "overall", "top1"): 0.5}))),
                        {"plain": {}})

@@ -16,8 +16,8 @@ Conventions:
   produced the paper's numbers; because both are disputed, macro-F1 over C+1 classes is reported too.
 - Detection (threshold-free, scored by the max softmax): the KNOWN set is the positive class for
   AUROC, AUPR-in and FPR at 95 % TPR; AUPR-out takes the open set as positive (scored by
-  -confidence). OpenOOD v1.5 takes the open set as positive for its AUROC; AUROC is symmetric in
-  that choice (AUROC(open positive, -conf) = AUROC(known positive, conf)), the AUPRs are not.
+  -confidence). OpenOOD v1.5 takes the open set as positive: its AUROC equals ours (symmetric in
+  that choice), its FPR@95 does not (docs/architecture.md, open-set conventions).
 - Calibration: expected calibration error with 15 equal-width confidence bins (Guo et al. 2017,
   eq. 3), on the closed test split, overall and per shot group (true class's group).
 - Near / far open set: ``open`` holds held-out classes of the same source (near), ``open_far``

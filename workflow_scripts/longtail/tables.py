@@ -51,7 +51,7 @@ DETECTION_COLUMNS: tuple[tuple[tuple[str, str, str], str], ...] = (
 DETECTION_NOTE = ("Percent, mean ± std over seeds. Near: held-out classes of the same source (split open); far: "
                   "images of another source (split open_far). AUROC, AUPR-in and FPR@95TPR take the KNOWN test "
                   "samples as the positive class, scored by max softmax (OpenOOD v1.5 takes the open set as "
-                  "positive: same AUROC, AUPR-in and AUPR-out swap); AUPR-out takes the open set as positive. "
+                  "positive: same AUROC, another FPR@95); AUPR-out takes the open set as positive. "
                   "F-measure: OLTR's code since its 2020 fix (rejected known samples are false positives); "
                   "F-measure (OLTR 2019): before the fix, which produced the paper's numbers. Threshold: the "
                   "max-softmax threshold used (%). ECE: expected calibration error, 15 equal-width confidence "
@@ -169,11 +169,12 @@ def display_table(wide: pd.DataFrame, section: str = "results") -> pd.DataFrame:
 
 def to_markdown(wide: pd.DataFrame, title: str, notes: list[str]) -> str:
     """The results section, then the detection section where the table has its columns."""
-    body = display_table(wide).to_markdown(index=False)
+    # disable_numparse: cells are already formatted ("50.00" stays "50.00", as in the tex)
+    body = display_table(wide).to_markdown(index=False, disable_numparse=True)
     text = f"# {title}\n\n" + "".join(f"{n}\n\n" for n in notes) + body + "\n"
     if has_section(wide, "detection"):
         text += (f"\n## {DETECTION_TITLE}\n\n{DETECTION_NOTE}\n\n"
-                 + display_table(wide, "detection").to_markdown(index=False) + "\n")
+                 + display_table(wide, "detection").to_markdown(index=False, disable_numparse=True) + "\n")
     return text
 
 
