@@ -12,9 +12,9 @@ from longtail.tables import build_table, summarise, table_notes, to_latex, to_ma
 def threshold_description(spec) -> str:
     """The open_threshold setting in words: a fixed number, or the val_tpr rule."""
     if isinstance(spec, dict):
-        return (f"threshold = the confidence that keeps {float(spec.get('tpr', 0.95)):.0%} of the known validation "
-                "samples, per run and seed (Near/Far Threshold columns)")
-    return f"threshold {spec} (fixed)"
+        return (f"max softmax < t rejects, t = the confidence that keeps {float(spec.get('tpr', 0.95)):.0%} of the "
+                "known validation samples, per run and seed (Near/Far Threshold columns)")
+    return f"max softmax < {spec} rejects (a fixed threshold)"
 
 
 def main(smk) -> None:
@@ -26,8 +26,8 @@ def main(smk) -> None:
     notes = [
         smk.params.description or d,
         f"Top-1 accuracy (%) on the balanced test split, mean ± std over seeds. Shot groups by training "
-        f"images ({ShotConfig(**shots).description}). Open set: max softmax < threshold rejects, "
-        f"{threshold_description(smk.params.threshold)}; F-measure as OLTR's evaluation code computes it since "
+        f"images ({ShotConfig(**shots).description}). Open set: {threshold_description(smk.params.threshold)}; "
+        "F-measure as OLTR's evaluation code computes it since "
         "its 2020 fix; AUROC with the known set as the positive class.",
         *table_notes(wide),
     ]
