@@ -395,3 +395,13 @@ def test_misspelt_source_option_is_named():
     cfg["datasets"]["fmnist_lt"]["source"]["rooot"] = "/data"
     with pytest.raises(ConfigError, match=r"datasets\.fmnist_lt\.source: .*'rooot'"):
         validate_config(cfg)
+
+
+@pytest.mark.parametrize("preset", ["oltr_imagenet_lt.yaml", "oltr_places_lt.yaml"])
+def test_oltr_paper_f_measure_sits_beside_the_2019_definition(preset):
+    """OLTR's README: the paper's F-measures came from the code before its 29 Jan 2020 fix."""
+    cfg = yaml.safe_load((ROOT / "config" / "presets" / preset).read_text())
+    for per_run in cfg["paper_results"].values():
+        for figures in per_run.values():
+            assert figures["open/overall/f_measure_oltr2019"] == figures["open/overall/f_measure"]
+    assert cfg["open_threshold"] == 0.1  # the paper's fixed threshold, not the val_tpr rule
