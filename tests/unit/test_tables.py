@@ -133,8 +133,8 @@ def test_collapsed_run_shows_no_numbers():
     rows = []
     for run, flags in (("good", (0.0, 0.0)), ("bad", (0.0, 1.0))):
         for seed, flag in enumerate(flags):
-            rows += metrics_rows(run, seed, {("closed", "overall", "top1"): 0.6, ("closed", "overall", "collapsed"): flag,
-                                             ("open", "overall", "auroc"): 0.7})
+            rows += metrics_rows(run, seed, {("closed", "overall", "top1"): 0.6,
+                                             ("closed", "overall", "collapsed"): flag, ("open", "overall", "auroc"): 0.7})
     wide = build_table(summarise(pd.DataFrame(rows)), {"good": {}, "bad": {}}, {"bad": {"closed/overall/top1": 55.0}})
     assert wide["Collapsed"].tolist() == [0, 1]
     assert wide.loc[0, "Overall"] == pytest.approx(60.0) and np.isnan(wide.loc[1, "Overall"])

@@ -114,8 +114,8 @@ def build_table(summary: pd.DataFrame, runs: Mapping, paper: Mapping | None = No
         sub = s[s["run"] == run].set_index(["setting", "group", "metric"])
         row = {"Run": runs[run].get("label") or run, "Seeds": int(sub["n_seeds"].max()) if len(sub) else 0}
         # seeds whose evaluate found a collapse (the summary's mean is in percent)
-        row["Collapsed"] = int(round(float(sub.loc[COLLAPSED_KEY, "mean"]) / 100 * float(sub.loc[COLLAPSED_KEY, "n_seeds"]))) \
-            if COLLAPSED_KEY in sub.index else 0
+        hit = sub.loc[COLLAPSED_KEY] if COLLAPSED_KEY in sub.index else None
+        row["Collapsed"] = int(round(float(hit["mean"]) / 100 * float(hit["n_seeds"]))) if hit is not None else 0
         for key, title in (*COLUMNS, *detection):
             if key in sub.index:
                 row[title] = float(sub.loc[key, "mean"])
