@@ -357,3 +357,14 @@ def test_far_images_take_the_main_sources_shape_and_channels():
     merged = with_far_sources(main, [(0, "test", far_source())])
     assert merged.images["far0-test"].shape == (6, 4, 4) and merged.images["train"].shape == (2, 4, 4)
     assert merged.provenance == {"source_root": "/m", "far0_source_root": "/x"}
+
+
+def test_streamed_far_sources_add_paths_and_refuse_mixing():
+    from longtail.sources import with_far_sources
+
+    files = SourceData("files", ("x",), {"test": np.array([0, 0])}, paths={"test": np.array(["/a.jpg", "/b.jpg"])})
+    main = SourceData("main", ("m",), {"train": np.array([0])}, paths={"train": np.array(["/m.jpg"])})
+    merged = with_far_sources(main, [(1, "test", files)])
+    assert merged.paths["far1-test"].tolist() == ["/a.jpg", "/b.jpg"] and not merged.in_memory
+    with pytest.raises(DataError, match=r"far_open\[0\]: source 'far' is in memory but 'main' is streamed"):
+        with_far_sources(main, [(0, "test", far_source())])
