@@ -6,6 +6,7 @@ rule evaluate:
     input:
         predictions="results/predictions/{dataset}/{run}/seed{seed}.parquet",
         counts="results/data/{dataset}/class_counts.parquet",
+        history="results/train/{dataset}/{run}/seed{seed}/history.parquet",
     output:
         metrics="results/metrics/{dataset}/{run}/seed{seed}.parquet",
         per_class="results/metrics/{dataset}/{run}/seed{seed}.per_class.parquet",

@@ -12,7 +12,9 @@ def main(smk) -> None:
     seed = cur.pop("seed")  # the subsampling seed is curate()'s argument, not a CurationConfig field
     cur["shots"] = smk.params.shots
     name, opts = source_params(smk.params.source)
-    samples, counts = curate(load_source(name, opts), CurationConfig.from_dict(cur), seed=seed)
+    cfg = CurationConfig.from_dict(cur)
+    far = [load_source(*source_params(entry.source)) for entry in cfg.far_open]  # far open set (open_far)
+    samples, counts = curate(load_source(name, opts), cfg, seed=seed, far_sources=far)
     write_parquet(samples, smk.output.samples)
     write_parquet(counts, smk.output.counts)
 

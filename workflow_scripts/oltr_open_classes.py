@@ -4,6 +4,7 @@ import pandas as pd
 
 from longtail.io import save_figure, write_parquet
 from longtail.methods.oltr.figures import open_class_names, open_classes_figure, open_classes_sweep
+from longtail.metrics import resolve_threshold
 from longtail.runtime import log_to
 
 
@@ -12,8 +13,9 @@ def main(smk) -> None:
     samples = {d: pd.read_parquet(p) for d, p in zip(smk.params.datasets, smk.input.samples)}
     parts = []
     for (dataset, run, seed), path in zip(smk.params.run_items, smk.input.predictions):
-        t = open_classes_sweep(pd.read_parquet(path), samples[dataset], open_class_names(samples[dataset]),
-                               float(smk.params.thresholds[dataset]))
+        pred = pd.read_parquet(path)
+        t = open_classes_sweep(pred, samples[dataset], open_class_names(samples[dataset]),
+                               resolve_threshold(smk.params.thresholds[dataset], pred))
         parts.append(t.assign(dataset=dataset, run=run, seed=int(seed)))
     table = pd.concat(parts, ignore_index=True)
     write_parquet(table, smk.output.table)

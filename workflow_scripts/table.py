@@ -9,6 +9,14 @@ from longtail.runtime import log_to
 from longtail.tables import build_table, summarise, table_notes, to_latex, to_markdown
 
 
+def threshold_description(spec) -> str:
+    """The open_threshold setting in words: a fixed number, or the val_tpr rule."""
+    if isinstance(spec, dict):
+        return (f"max softmax < t rejects, t = the confidence that keeps {float(spec.get('tpr', 0.95)):.0%} of the "
+                "known validation samples, per run and seed (Near/Far Threshold columns)")
+    return f"max softmax < {spec} rejects (a fixed threshold)"
+
+
 def main(smk) -> None:
     log_to(smk.log[0])
     metrics = pd.concat([read_metrics(p) for p in smk.input.metrics], ignore_index=True)  # refuses stale ones
@@ -18,8 +26,9 @@ def main(smk) -> None:
     notes = [
         smk.params.description or d,
         f"Top-1 accuracy (%) on the balanced test split, mean ± std over seeds. Shot groups by training "
-        f"images ({ShotConfig(**shots).description}). Open set: "
-        f"max softmax < {smk.params.threshold} rejects; F-measure as in OLTR's evaluation.",
+        f"images ({ShotConfig(**shots).description}). Open set: {threshold_description(smk.params.threshold)}; "
+        "F-measure as OLTR's evaluation code computes it since "
+        "its 2020 fix; AUROC with the known set as the positive class.",
         *table_notes(wide),
     ]
     write_text(to_markdown(wide, f"Results on {d}", notes), smk.output.md)

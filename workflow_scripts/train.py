@@ -10,18 +10,18 @@ import torch
 import yaml
 
 from longtail.contracts import FEATURE_SPLITS, PREDICTION_SPLITS, features_table, read_features, read_samples
-from longtail.curation import imbalanced_test_predictions
+from longtail.curation import far_open_entries, imbalanced_test_predictions
 from longtail.data import load_split
 from longtail.device import select_device
 from longtail.io import torch_save, write_parquet, write_table, write_text
 from longtail.pipeline import infer, load_trained, train
 from longtail.runtime import log_to, source_params
-from longtail.sources import load_source
+from longtail.sources import load_source, with_far_sources
 
 
 def write_inference(ckpt: dict, samples: pd.DataFrame, source, device, workers: int, feature_dtype: str,
                     samples_path: str, predictions_path: str, features_path: str) -> None:
-    """Predictions (val/test/open, + the imbalanced tests' copies of test rows) and embeddings
+    """Predictions (val/test/open/open_far, + the imbalanced tests' copies of test rows) and embeddings
     (every split) of the model as saved in ``ckpt``, in one pass over each split."""
     method, model, info = load_trained(ckpt)  # the model exactly as model.pt will hold it
     preds, feats = [], []
@@ -42,8 +42,10 @@ def main(smk) -> None:
     log_to(smk.log[0])
     run = smk.params.run
     name, opts = source_params(smk.params.source)
-    source = load_source(name, opts)
     samples = read_samples(smk.input.samples)
+    # the far open set's pools (curation far_open, recorded in the samples' metadata) beside the source's own
+    far = [(i, e.split, load_source(*source_params(e.source))) for i, e in enumerate(far_open_entries(samples))]
+    source = with_far_sources(load_source(name, opts), far) if far else load_source(name, opts)
     device = select_device(smk.params.device, smk.threads)
     workers = max(int(smk.threads) - 1, 0)
     parent = torch.load(smk.input.parent, map_location="cpu", weights_only=False) if smk.input.parent else None

@@ -191,6 +191,25 @@ def test_malformed_config_names_the_key(dotted, value, named):
         validate_config(_set(default_config(), dotted, value))
 
 
+def test_open_threshold_rule_needs_a_val_split():
+    cfg = _set(default_config(), "open_threshold", {"rule": "val_tpr", "tpr": 0.95})
+    cfg["datasets"]["fmnist_lt"]["open_threshold"] = None
+    validate_config(copy.deepcopy(cfg))
+    with pytest.raises(ConfigError, match=r"^open_threshold: the val_tpr rule needs validation samples"):
+        validate_config(_set(cfg, "datasets.fmnist_lt.curation.val_per_class", 0))
+    # a fixed number needs none
+    validate_config(_set(_set(cfg, "datasets.fmnist_lt.curation.val_per_class", 0), "open_threshold", 0.5))
+
+
+def test_far_open_entries_are_checked():
+    far = [{"source": {"name": "mnist"}, "per_class": 5}]
+    with pytest.raises(ConfigError, match=r"far_open\.0\.source\.name: unknown source 'mnist'"):
+        validate_config(_set(default_config(), "datasets.fmnist_lt.curation.far_open", far))
+    both = [{"source": {"name": "glyphs"}, "per_class": 5, "n": 10}]
+    with pytest.raises(ConfigError, match=r"far_open\.0: give per_class or n, not both"):
+        validate_config(_set(default_config(), "datasets.fmnist_lt.curation.far_open", both))
+
+
 def test_shipped_configs_stay_finite_and_feasible_on_the_default():
     """The Fashion-MNIST-LT config's numbers sit inside Fashion-MNIST's pools; one past them is refused."""
     cur = "datasets.fmnist_lt.curation"
@@ -392,3 +411,13 @@ def test_augment_must_suit_every_dataset_of_the_run():
     validate_config(copy.deepcopy(preset))  # auto (and best_val) pass
     with pytest.raises(ConfigError, match=r"^runs\.plain\.params\.augment: augment crop_flip pads .*imagenet_lt"):
         validate_config(_set(preset, "runs.plain.params.augment", "crop_flip"))
+
+
+@pytest.mark.parametrize("preset", ["oltr_imagenet_lt.yaml", "oltr_places_lt.yaml"])
+def test_oltr_paper_f_measure_sits_beside_the_2019_definition(preset):
+    """OLTR's README: the paper's F-measures came from the code before its 29 Jan 2020 fix."""
+    cfg = yaml.safe_load((ROOT / "config" / "presets" / preset).read_text())
+    for per_run in cfg["paper_results"].values():
+        for figures in per_run.values():
+            assert figures["open/overall/f_measure_oltr2019"] == figures["open/overall/f_measure"]
+    assert cfg["open_threshold"] == 0.1  # the paper's fixed threshold, not the val_tpr rule

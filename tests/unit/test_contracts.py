@@ -45,8 +45,9 @@ def source() -> SourceData:
 def curated() -> tuple[pd.DataFrame, pd.DataFrame]:
     cfg = CurationConfig.from_dict(dict(profile="exponential", n_max=40, imbalance_factor=4, open_classes=["c4"],
                                         val_per_class=5, meta_per_class=3, test_per_class=12, open_per_class=6,
-                                        imbalanced_tests=["reversed", "permuted"]))
-    return curate(source(), cfg, seed=0)
+                                        imbalanced_tests=["reversed", "permuted"],
+                                        far_open=[{"source": {"name": "synthetic"}, "n": 4}]))
+    return curate(source(), cfg, seed=0, far_sources=[source()])  # every split, open_far included
 
 
 @pytest.fixture(scope="module")

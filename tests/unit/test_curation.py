@@ -330,3 +330,67 @@ def test_default_config_on_real_glyphs():
     opened = samples[samples["split"] == "open"]
     assert len(opened) == 300 and set(opened["class_name"]) == {"X", "Y", "Z"}
     assert (samples["split"] == "meta").sum() == 440  # 10 development copies per class, all classes >= 13
+
+
+# ------------------------------------------------------------------------------ far open set
+
+
+def far_source() -> SourceData:
+    """3 classes a, b, c; test labels [0, 0, 1, 1, 2, 2]; RGB 2x2 images, pixel (100, 200, 50)."""
+    test = np.array([0, 0, 1, 1, 2, 2])
+    img = np.tile(np.array([100, 200, 50], np.uint8), (6, 2, 2, 1))
+    return SourceData("far", ("a", "b", "c"), {"test": test}, images={"test": img}, provenance={"source_root": "/x"})
+
+
+def test_far_open_rows_and_metadata():
+    from longtail.curation import far_open_entries
+
+    cfg = small_cfg(far_open=[{"source": {"name": "fashion_mnist"}, "classes": ["b"], "per_class": 1},
+                              {"source": {"name": "fashion_mnist"}, "n": 3}])
+    samples, counts = curate(synthetic_source(), cfg, seed=0, far_sources=[far_source(), far_source()])
+    far = samples[samples["split"] == "open_far"]
+    # entry 0: one of class b's indices {2, 3}; entry 1: 3 of the 6 indices, sorted
+    first, second = far[far["source"] == "far0-test"], far[far["source"] == "far1-test"]
+    assert len(first) == 1 and first["source_index"].iloc[0] in (2, 3) and first["class_name"].iloc[0] == "far:b"
+    assert len(second) == 3 and second["source_index"].is_monotonic_increasing
+    assert (far["label"] == -1).all() and (far["shot_group"] == "open").all() and (far["train_count"] == 0).all()
+    assert far["sample_id"].is_unique and not set(far["sample_id"]) & set(samples.loc[samples["split"] != "open_far",
+                                                                                       "sample_id"])
+    assert len(counts) == 5  # the far set adds no known class
+    assert samples.attrs["far0_source_root"] == "/x"
+    assert [e.n for e in far_open_entries(samples)] == [None, 3]
+    # seeded: the same seed draws the same rows
+    again, _ = curate(synthetic_source(), cfg, seed=0, far_sources=[far_source(), far_source()])
+    assert again.equals(samples)
+
+
+def test_far_open_asking_for_too_many_is_an_error():
+    cfg = small_cfg(far_open=[{"source": {"name": "x"}, "per_class": 3}])  # 2 test images per class
+    with pytest.raises(DataError, match=r"far_open\[0\]\.per_class: class 'a' of far has 2 test images"):
+        curate(synthetic_source(), cfg, far_sources=[far_source()])
+
+
+def test_far_images_take_the_main_sources_shape_and_channels():
+    from longtail.sources import convert_images, with_far_sources
+
+    rgb = far_source().images["test"]
+    # ITU-R 601 luma: 0.299 * 100 + 0.587 * 200 + 0.114 * 50 = 153
+    grey = convert_images(rgb, (4, 4))
+    assert grey.shape == (6, 4, 4) and (grey == 153).all()  # constant image: resize keeps the value
+    assert (convert_images(grey, (4, 4, 3)) == 153).all() and convert_images(grey, (4, 4, 3)).shape == (6, 4, 4, 3)
+    main = SourceData("main", ("m",), {"train": np.zeros(2, np.int64)}, images={"train": np.zeros((2, 4, 4), np.uint8)},
+                      provenance={"source_root": "/m"})
+    merged = with_far_sources(main, [(0, "test", far_source())])
+    assert merged.images["far0-test"].shape == (6, 4, 4) and merged.images["train"].shape == (2, 4, 4)
+    assert merged.provenance == {"source_root": "/m", "far0_source_root": "/x"}
+
+
+def test_streamed_far_sources_add_paths_and_refuse_mixing():
+    from longtail.sources import with_far_sources
+
+    files = SourceData("files", ("x",), {"test": np.array([0, 0])}, paths={"test": np.array(["/a.jpg", "/b.jpg"])})
+    main = SourceData("main", ("m",), {"train": np.array([0])}, paths={"train": np.array(["/m.jpg"])})
+    merged = with_far_sources(main, [(1, "test", files)])
+    assert merged.paths["far1-test"].tolist() == ["/a.jpg", "/b.jpg"] and not merged.in_memory
+    with pytest.raises(DataError, match=r"far_open\[0\]: source 'far' is in memory but 'main' is streamed"):
+        with_far_sources(main, [(0, "test", far_source())])

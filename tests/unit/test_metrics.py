@@ -206,11 +206,12 @@ def test_evaluate_schema_and_values(predictions):
     # Exactly these rows (no topk column -> no top5).
     closed = {("overall", m) for m in ["top1", "error", "mean_class_acc", "macro_f1"]} | {
         (g, "top1") for g in ["many", "medium", "few"]}
-    opened = {("overall", m) for m in ["top1", "mean_class_acc", "f_measure", "auroc",
-                                       "macro_f1"]}
+    opened = {("overall", m) for m in ["top1", "mean_class_acc", "f_measure", "f_measure_oltr2019", "auroc",
+                                       "aupr_in", "aupr_out", "fpr_at_95_tpr", "macro_f1", "threshold"]}
     opened |= {(g, "top1") for g in ["many", "medium", "few"]} | {("open", "open_reject_rate")}
     got = {(r.split, r.setting, r.group, r.metric) for r in t.itertuples()}
-    assert got == ({("test", "closed", *k) for k in closed}
+    test_only = {("overall", "collapsed")} | {(g, "ece") for g in ["overall", "many", "medium", "few"]}
+    assert got == ({("test", "closed", *k) for k in closed | test_only}
                    | {("val", "closed", *k) for k in closed}
                    | {("test", "open", *k) for k in opened})
     # Values are the ones computed by hand above.
@@ -270,3 +271,123 @@ def test_threshold_sweep(predictions, test_df, open_df):
 def test_threshold_sweep_needs_open(test_df):
     with pytest.raises(ValueError):
         M.threshold_sweep(test_df, CLASS_COUNTS, [0.1])
+
+
+# ---------------------------------------------------------------- OLTR F-measure, before the 2020 fix
+
+def test_f_measure_oltr2019_rejection_is_not_false_positive(test_df, open_df):
+    # At t=0.5 (see TEST): TP 5; known wrong: one wrong known class (class 1 -> 0) and 3 rejections.
+    # Current code: FP 4 -> F = 0.625 (test_open_set_metrics). Before 29 Jan 2020: FP 1 (rejections
+    # not counted), FN 2 -> P = 5/6, R = 5/7, F = 2 (25/42) / (65/42) = 10/13.
+    m = M.open_set_metrics(test_df, open_df, CLASS_COUNTS, threshold=0.5)
+    assert m["f_measure_oltr2019"] == pytest.approx(10 / 13)
+    assert m["f_measure"] == pytest.approx(0.625)
+    assert M.f_measure_oltr2019([0, 1, -1], [-1, -1, -1]) == 0.0  # TP 0
+
+
+# ---------------------------------------------------------------- detection (known = positive)
+
+def test_detection_metrics_by_hand(test_df, open_df):
+    # Scores descending, K = known, O = open:
+    # .95K .9K .8K .7K .65O .6K .55O .5K .45O .4K .3K .2K .1O
+    # AUPR-in (known positive): precision at each known: 1,1,1,1,5/6,6/8,7/10,8/11,9/12, mean over 9.
+    # AUPR-out (open positive, by -conf; ascending): .1O .2K .3K .4K .45O .5K .55O .6K .65O:
+    # precision at each open 1, 2/5, 3/7, 4/9, mean over 4 = 179/315.
+    # FPR@95: k = ceil(.95 * 9) = 9 -> t = .2 (the 9th largest known); open >= .2: 3 of 4.
+    m = M.open_set_metrics(test_df, open_df, CLASS_COUNTS, threshold=0.5)
+    assert m["aupr_in"] == pytest.approx((4 + 5 / 6 + 6 / 8 + 7 / 10 + 8 / 11 + 9 / 12) / 9)
+    assert m["aupr_out"] == pytest.approx(179 / 315)
+    assert m["fpr_at_95_tpr"] == pytest.approx(0.75)
+    assert m["threshold"] == 0.5
+
+
+def test_tpr_threshold_keeps_the_share_of_known():
+    conf = np.arange(1, 21) / 100  # .01 .. .20
+    # k = ceil(.95 * 20) = 19 (not 20: 0.95 * 20 is 19.000000000000004 in floats) -> 19th largest = .02
+    assert M.tpr_threshold(conf, 0.95) == pytest.approx(0.02)
+    assert M.tpr_threshold(conf, 1.0) == pytest.approx(0.01)
+    # open .015 .02 .5: kept at t = .02 are .02 and .5 -> 2/3
+    assert M.fpr_at_tpr(conf, [0.015, 0.02, 0.5]) == pytest.approx(2 / 3)
+    assert math.isnan(M.fpr_at_tpr(conf, []))
+
+
+def test_evaluate_val_tpr_rule(test_df, open_df):
+    # val conf .9 .8 .6 .3, tpr .75 -> k = 3 -> t = .6. Open conf .1 .45 .55 .65: 3 of 4 rejected.
+    val = frame("val", label=[0, 1, 2, 3], pred=[0, 1, 2, 3], confidence=[0.9, 0.8, 0.6, 0.3])
+    preds = pd.concat([val, test_df, open_df], ignore_index=True)
+    t = M.evaluate(preds, CLASS_COUNTS, dataset="toy", method="ce", seed=0,
+                   threshold={"rule": "val_tpr", "tpr": 0.75})
+    assert lookup(t, "test", "open", "overall", "threshold") == pytest.approx(0.6)
+    assert lookup(t, "test", "open", "open", "open_reject_rate") == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="val_tpr rule needs val predictions"):
+        M.evaluate(pd.concat([test_df, open_df]), CLASS_COUNTS, dataset="toy", method="ce", seed=0,
+                   threshold={"rule": "val_tpr", "tpr": 0.95})
+
+
+def test_evaluate_far_open_is_its_own_setting(test_df, open_df):
+    # The far split holds one open sample of conf .99: accepted at t=.5 -> reject rate 0, and it
+    # outranks every known sample -> AUROC 0 (known positive), FPR@95 = 1.
+    far = frame("open_far", label=[-1], pred=[2], confidence=[0.99])
+    preds = pd.concat([test_df, open_df, far], ignore_index=True)
+    t = M.evaluate(preds, CLASS_COUNTS, dataset="toy", method="ce", seed=0, threshold=0.5)
+    assert lookup(t, "test", "open_far", "open", "open_reject_rate") == 0.0
+    assert lookup(t, "test", "open_far", "overall", "auroc") == 0.0
+    assert lookup(t, "test", "open_far", "overall", "fpr_at_95_tpr") == 1.0
+    assert lookup(t, "test", "open", "overall", "auroc") == pytest.approx(2 / 3)  # near unchanged
+
+
+# ---------------------------------------------------------------- calibration
+
+def test_ece_fifteen_equal_width_bins():
+    # .62 and .68 fall in bins (9/15, 10/15] and (10/15, 11/15]: ECE = (|1-.62| + |0-.68|) / 2 = .53
+    # (10 bins would pool them: |.5 - .65| = .15).
+    assert M.expected_calibration_error([0.62, 0.68], [True, False]) == pytest.approx(0.53)
+    assert M.expected_calibration_error([0.62, 0.68], [True, False], bins=10) == pytest.approx(0.15)
+    # .95 .95 in one bin: |.5 - .95| * 2/4; .55: |1 - .55| / 4; .35: |0 - .35| / 4 -> .425
+    assert M.expected_calibration_error([0.95, 0.95, 0.55, 0.35], [1, 0, 1, 0]) == pytest.approx(0.425)
+    assert math.isnan(M.expected_calibration_error([], []))
+
+
+def test_calibration_metrics_per_group(test_df):
+    # Every test confidence sits in its own bin (.8 = 12/15 is a right edge: bin (11/15, 12/15]),
+    # so ECE = mean |correct - conf|. many (classes 0, 1): (.1 + .2 + .5 + .7 + .6) / 5 = .42;
+    # medium: (.3 + .2) / 2 = .25; few: (.6 + .05) / 2 = .325; overall (2.1 + .5 + .65) / 9.
+    m = M.calibration_metrics(test_df, CLASS_COUNTS)
+    assert m[("many", "ece")] == pytest.approx(0.42)
+    assert m[("medium", "ece")] == pytest.approx(0.25)
+    assert m[("few", "ece")] == pytest.approx(0.325)
+    assert m[("overall", "ece")] == pytest.approx(3.25 / 9)
+
+
+# ---------------------------------------------------------------- collapse
+
+def test_collapse_reason_healthy_run(predictions):
+    assert M.collapse_reason(predictions, 4) is None  # val acc 3/4, several classes predicted
+
+
+def test_collapse_reason_val_at_chance(predictions):
+    val = frame("val", label=[0, 1, 2, 3], pred=[0, 2, 3, 1], confidence=[0.9] * 4)  # acc 1/4 = chance
+    reason = M.collapse_reason(pd.concat([val, predictions[predictions["split"] != "val"]]), 4)
+    assert reason is not None and "chance" in reason and "0.2500" in reason
+
+
+def test_collapse_reason_single_predicted_class(predictions):
+    test = predictions[predictions["split"] == "test"].assign(pred=2)
+    rest = predictions[predictions["split"] != "test"]
+    assert M.collapse_reason(pd.concat([rest, test]), 4) == "every test sample is predicted as class 2"
+
+
+def test_collapse_reason_non_finite_loss(predictions):
+    hist = pd.DataFrame({"epoch": [1, 2], "loss": [1.2, float("nan")], "train_acc": [0.5, 0.5],
+                         "val_acc": [0.5, 0.5], "lr": [0.1, 0.1], "seconds": [1.0, 1.0]})
+    assert M.collapse_reason(predictions, 4, hist) == "training loss is nan at epoch 2"
+    # a training-free method's one row (NaN loss and lr) is no collapse
+    free = hist.iloc[:1].assign(loss=float("nan"), lr=float("nan"))
+    assert M.collapse_reason(predictions, 4, free) is None
+
+
+def test_evaluate_collapsed_row(predictions):
+    ok = M.evaluate(predictions, CLASS_COUNTS, dataset="toy", method="ce", seed=0)
+    bad = M.evaluate(predictions, CLASS_COUNTS, dataset="toy", method="ce", seed=0, collapsed="reason")
+    assert lookup(ok, "test", "closed", "overall", "collapsed") == 0.0
+    assert lookup(bad, "test", "closed", "overall", "collapsed") == 1.0

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from longtail.tables import COLUMNS, build_table, latex_escape, to_latex, to_markdown
+from longtail.tables import (COLUMNS, DETECTION_TITLE, build_table, display_table, latex_escape, summarise,
+                             table_notes, to_latex, to_markdown)
 
 LABEL = r"OLTR_full & 50% {x} #1 $a$ ~b^c \d"
 LABEL_TEX = (r"OLTR\_full \& 50\% \{x\} \#1 \$a\$ \textasciitilde{}b\textasciicircum{}c "
@@ -46,6 +47,8 @@ def test_latex_escape_exact_text():
 def test_to_latex_escapes_cells_titles_and_caption():
     tex = to_latex(wide(), CAPTION)
     assert f"\\caption{{{CAPTION_TEX}}}" in tex
+    assert tex.count("\\begin{table}") == 2  # results, then open-set detection and calibration
+    tex = tex.split("\\end{table}")[0]
     rows = [line for line in tex.splitlines() if line.endswith(r"\\")]
     header, first, second = rows
     assert first.startswith(f"{LABEL_TEX} & 2 & 40.00 $\\pm$ 1.50 & ")
@@ -79,3 +82,66 @@ def test_tex_compiles_with_pdflatex(tmp_path):
     assert (tmp_path / "doc.pdf").stat().st_size > 0
     log = (tmp_path / "doc.log").read_text(errors="replace")
     assert "Missing character" not in log, log[-3000:]
+
+
+def metrics_rows(run: str, seed: int, values: dict[tuple[str, str, str], float]) -> list[dict]:
+    return [dict(dataset="d", method=run, seed=seed, split="test", setting=k[0], group=k[1], metric=k[2], value=v)
+            for k, v in values.items()]
+
+
+def test_detection_section_near_and_far_mean_and_std():
+    # two seeds: near AUROC .80 / .90 -> 85.00 ± 7.07 (std ddof 1: sqrt(2 * 5^2) = 7.07); far AUROC .99 / .97
+    # -> 98.00 ± 1.41; ECE .10 / .20 -> 15.00 ± 7.07; threshold .5 / .5 -> 50.00 ± 0.00.
+    rows = []
+    for seed, (near, far, ece) in enumerate([(0.8, 0.99, 0.1), (0.9, 0.97, 0.2)]):
+        rows += metrics_rows("plain", seed, {
+            ("closed", "overall", "top1"): 0.5, ("closed", "overall", "ece"): ece,
+            ("closed", "overall", "collapsed"): 0.0, ("open", "overall", "auroc"): near,
+            ("open", "overall", "threshold"): 0.5, ("open_far", "overall", "auroc"): far})
+    wide = build_table(summarise(pd.DataFrame(rows)), {"plain": {}})
+    assert wide.loc[0, "Near AUROC"] == pytest.approx(85.0) and wide.loc[0, "Far AUROC"] == pytest.approx(98.0)
+    assert wide.loc[0, "Collapsed"] == 0
+    shown = display_table(wide, "detection")
+    assert shown.loc[0, "Near AUROC"] == "85.00 ± 7.07"
+    assert shown.loc[0, "Far AUROC"] == "98.00 ± 1.41"
+    assert shown.loc[0, "ECE"] == "15.00 ± 7.07"
+    assert shown.loc[0, "Near Threshold"] == "50.00 ± 0.00"
+    assert "ECE many" not in shown  # no per-group ECE rows, no column
+    md = to_markdown(wide, "t", [])
+    assert f"## {DETECTION_TITLE}" in md and "KNOWN test samples as the positive class" in md
+    assert md.index("| Run") < md.index(DETECTION_TITLE) < md.index("98.00 ± 1.41")
+    assert "Far AUROC" not in display_table(wide)  # the results section keeps its own columns
+
+
+def test_markdown_keeps_two_decimals_of_one_seed():
+    # one seed: no std, the cell is "100.00"; tabulate's number parsing would print it as "100"
+    wide = build_table(summarise(pd.DataFrame(metrics_rows("plain", 0, {("closed", "overall", "top1"): 1.0}))),
+                       {"plain": {}})
+    assert "| 100.00 " in to_markdown(wide, "t", [])
+
+
+def test_no_detection_section_without_open_or_ece_rows():
+    wide = build_table(summarise(pd.DataFrame(metrics_rows("plain", 0, {("closed", "overall", "top1"): 0.5}))),
+                       {"plain": {}})
+    assert DETECTION_TITLE not in to_markdown(wide, "t", [])
+    assert to_latex(wide, "c").count("\\begin{table}") == 1
+
+
+def test_collapsed_run_shows_no_numbers():
+    # seed 1 of "bad" collapsed: every cell of "bad" reads "collapsed" in both sections, its csv numbers are
+    # NaN and the note names it; "good" keeps its numbers.
+    rows = []
+    for run, flags in (("good", (0.0, 0.0)), ("bad", (0.0, 1.0))):
+        for seed, flag in enumerate(flags):
+            rows += metrics_rows(run, seed, {("closed", "overall", "top1"): 0.6,
+                                             ("closed", "overall", "collapsed"): flag, ("open", "overall", "auroc"): 0.7})
+    wide = build_table(summarise(pd.DataFrame(rows)), {"good": {}, "bad": {}}, {"bad": {"closed/overall/top1": 55.0}})
+    assert wide["Collapsed"].tolist() == [0, 1]
+    assert wide.loc[0, "Overall"] == pytest.approx(60.0) and np.isnan(wide.loc[1, "Overall"])
+    for section in ("results", "detection"):
+        shown = display_table(wide, section)
+        metric_cells = [c for c in shown.columns if c not in ("Run", "Seeds") and not c.endswith("(paper)")]
+        assert set(shown.loc[1, metric_cells]) == {"collapsed"}
+        assert "collapsed" not in set(shown.loc[0, metric_cells])
+    assert display_table(wide).loc[1, "Overall (paper)"] == "55.00"  # the paper's figure stays
+    assert any("bad (1 of 2 seeds)" in n for n in table_notes(wide))

@@ -23,7 +23,7 @@ from .curation import class_sizes
 from .glyphs import EMNIST_BALANCED
 from .methods import make_config
 from .methods.config import ParamError, yaml_repr
-from .sources import FASHION_MNIST_CLASSES, resolve_augment
+from .sources import FASHION_MNIST_CLASSES, available_sources, resolve_augment
 from .targets import check_targets
 
 SCHEMA = Path(__file__).resolve().parents[2] / "rules" / "schemas" / "config.schema.yaml"
@@ -119,6 +119,7 @@ def check_config(config: Mapping) -> None:
         raise ConfigError("seeds: values repeat; list each seed once")
     for dname, ds in config["datasets"].items():
         _check_dataset(dname, ds, runs)
+        _check_open_threshold(dname, ds, config["open_threshold"])
     for r in config["tsne"]["runs"]:
         if r not in runs:
             raise ConfigError(f"tsne.runs: no run named '{r}'")
@@ -195,6 +196,24 @@ def _resolve_classes(key: str, entries: list, src: str, shape: SourceShape | Non
             raise ConfigError(f"{key}: {what}; list each class once")
         idents.append(ident)
     return idents
+
+
+def _check_open_threshold(dname: str, ds: Mapping, global_spec: Any) -> None:
+    """The val_tpr rule reads the val predictions: a dataset with an open set needs a val split."""
+    spec = global_spec if ds["open_threshold"] is None else ds["open_threshold"]
+    cur = ds["curation"]
+    has_open = bool(cur["open_classes"] or cur["far_open"]) or cur["profile"] == "lists"
+    if isinstance(spec, Mapping) and has_open and cur["profile"] != "lists" and cur["val_per_class"] == 0:
+        where = f"datasets.{dname}.open_threshold" if ds["open_threshold"] is not None else "open_threshold"
+        raise ConfigError(f"{where}: the val_tpr rule needs validation samples but datasets.{dname}.curation."
+                          "val_per_class is 0; give the threshold as a number or keep a validation split")
+    for i, entry in enumerate(cur["far_open"]):
+        name = entry["source"]["name"]
+        if name not in available_sources():
+            raise ConfigError(f"datasets.{dname}.curation.far_open.{i}.source.name: unknown source '{name}'; "
+                              f"choose from {available_sources()}")
+        if entry["per_class"] is not None and entry["n"] is not None:
+            raise ConfigError(f"datasets.{dname}.curation.far_open.{i}: give per_class or n, not both")
 
 
 def _check_dataset(dname: str, ds: Mapping, runs: Mapping) -> None:

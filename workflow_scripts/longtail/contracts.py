@@ -44,7 +44,9 @@ if TYPE_CHECKING:  # data.py imports torch
 
 # ------------------------------------------------------------------------------------ splits
 
-SPLITS = ("train", "val", "meta", "test", "open")
+# open: held-out classes of the dataset's own source (near open set); open_far: samples of other
+# sources (far open set, curation ``far_open``), evaluated apart.
+SPLITS = ("train", "val", "meta", "test", "open", "open_far")
 # MFM appendix C.1 imbalanced test sets: config name -> split name, and the sample_id prefix of
 # their rows (copies of test rows). Test-1 = reversed, Test-2 = permuted.
 IMBALANCED_TESTS = {"reversed": "test_reversed", "permuted": "test_permuted"}
@@ -53,7 +55,7 @@ IMBALANCED_TEST_PREFIX = {"reversed": "rev-", "permuted": "perm-"}
 ALL_SPLITS = SPLITS + IMBALANCED_TEST_SPLITS
 # The rows a run learns from or selects on (test and open rows never reach training).
 TRAINING_SPLITS = ("train", "val", "meta")
-PREDICTION_SPLITS = ("val", "test", "open")
+PREDICTION_SPLITS = ("val", "test", "open", "open_far")
 # Embeddings of every split, so classifier-stage methods (NCM, cRT, KT, MetaModelNet, OLTR's
 # centroids) start from cached features of their parent run instead of touching images again.
 FEATURE_SPLITS = SPLITS

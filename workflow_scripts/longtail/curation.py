@@ -15,6 +15,7 @@ images (:func:`imbalanced_test_predictions`).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
@@ -65,6 +66,46 @@ class ShotConfig:
 
 
 @dataclass(frozen=True)
+class FarOpenConfig:
+    """One source of the far open set (split ``open_far``): ``source`` is a source block (name and
+    options), ``split`` the source's own split drawn from, ``classes`` its classes drawn from
+    (empty = all); ``per_class`` seeded draws per class or ``n`` in all (neither = every image)."""
+
+    source: Mapping
+    split: str = "test"
+    classes: tuple[str, ...] = ()
+    per_class: int | None = None
+    n: int | None = None
+
+    def __post_init__(self) -> None:
+        if "name" not in self.source:
+            raise ValueError("far_open: each entry's source needs a name")
+        if self.per_class is not None and self.n is not None:
+            raise ValueError("far_open: give per_class or n, not both")
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "FarOpenConfig":
+        d = dict(d)
+        d["classes"] = tuple(str(c) for c in d.get("classes", ()))
+        d["source"] = dict(d["source"])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return {"source": dict(self.source), "split": self.split, "classes": list(self.classes),
+                "per_class": self.per_class, "n": self.n}
+
+
+# samples.parquet metadata key holding the far-open entries, so the train job loads the same pools
+FAR_OPEN_KEY = "far_open"
+
+
+def far_pool(i: int, split: str) -> str:
+    """The ``source`` value of far-open rows of entry ``i``: the pool the train job adds to the
+    main source (:func:`longtail.sources.with_far_sources`)."""
+    return f"far{i}-{split}"
+
+
+@dataclass(frozen=True)
 class CurationConfig:
     """How a long-tailed, open-set dataset is carved out of a source.
 
@@ -98,6 +139,7 @@ class CurationConfig:
     test_imbalance_factor: float | None = 10.0
     reversed_flat_classes: int | None = None
     imbalanced_test_seed: int | None = None
+    far_open: tuple[FarOpenConfig, ...] = ()  # far open set (split open_far), see FarOpenConfig
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.imbalanced_tests) - set(IMBALANCED_TESTS))
@@ -115,6 +157,8 @@ class CurationConfig:
         d["open_classes"] = tuple(str(c) for c in d.get("open_classes", ()))
         d["known_classes"] = tuple(str(c) for c in d.get("known_classes", ()))
         d["imbalanced_tests"] = tuple(str(c) for c in d.get("imbalanced_tests", ()))
+        d["far_open"] = tuple(f if isinstance(f, FarOpenConfig) else FarOpenConfig.from_dict(f)
+                              for f in d.get("far_open", ()))
         return cls(shots=shots, **d)
 
 
@@ -174,8 +218,10 @@ def _resolve_classes(names: Sequence[str], wanted: Sequence[str], what: str) -> 
     return out
 
 
-def curate(source: SourceData, cfg: CurationConfig, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Return (samples, class_counts) tables (``contracts.SAMPLES``, ``contracts.CLASS_COUNTS``)."""
+def curate(source: SourceData, cfg: CurationConfig, seed: int = 0,
+           far_sources: Sequence[SourceData] = ()) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Return (samples, class_counts) tables (``contracts.SAMPLES``, ``contracts.CLASS_COUNTS``).
+    ``far_sources``: the loaded sources of ``cfg.far_open``, in order."""
     if cfg.profile == "lists" or source.fixed_splits:
         samples, counts = curate_lists(source, cfg)
     else:
@@ -183,7 +229,60 @@ def curate(source: SourceData, cfg: CurationConfig, seed: int = 0) -> tuple[pd.D
     if cfg.imbalanced_tests:
         samples = add_imbalanced_tests(samples, cfg, seed)
         counts = class_counts(samples, cfg.shots)
+    if cfg.far_open:
+        samples = add_far_open(samples, cfg.far_open, far_sources, seed)
     return samples, counts
+
+
+def add_far_open(samples: pd.DataFrame, entries: Sequence[FarOpenConfig], sources: Sequence[SourceData],
+                 seed: int = 0) -> pd.DataFrame:
+    """``samples`` with the far open set appended: rows of split ``open_far``, label -1, shot group
+    'open', source = :func:`far_pool` (entry i, its split), class name '<source>:<class>'. Entry i
+    draws with its own generator seeded by (seed, i): ``per_class`` images per class or ``n`` in
+    all, sorted by index; asking for more than there are is an error. The entries are recorded in
+    the samples' metadata (:data:`FAR_OPEN_KEY`) and each source's provenance under 'far<i>_'."""
+    if len(entries) != len(sources):
+        raise ValueError(f"far_open: {len(entries)} entries but {len(sources)} loaded sources")
+    rows: list[tuple] = []
+    attrs = dict(samples.attrs)
+    for i, (entry, src) in enumerate(zip(entries, sources)):
+        if entry.split not in src.labels:
+            raise DataError(f"curation.far_open[{i}]: source '{src.name}' has no split '{entry.split}' "
+                            f"(it has {sorted(src.labels)})")
+        names = list(src.class_names)
+        labels = np.asarray(src.labels[entry.split])
+        classes = _resolve_classes(names, entry.classes, "far_open") if entry.classes else sorted(set(labels.tolist()))
+        rng = np.random.default_rng([seed, i])
+        if entry.per_class is not None:
+            picked = []
+            for c in classes:
+                idx = np.flatnonzero(labels == c)
+                if len(idx) < entry.per_class:
+                    raise DataError(f"curation.far_open[{i}].per_class: class '{names[c]}' of {src.name} has "
+                                    f"{len(idx)} {entry.split} images, fewer than {entry.per_class}; lower it")
+                picked.append(rng.permutation(idx)[: entry.per_class])
+            idx = np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+        else:
+            idx = np.flatnonzero(np.isin(labels, classes))
+            if entry.n is not None:
+                if len(idx) < entry.n:
+                    raise DataError(f"curation.far_open[{i}].n: {src.name} has {len(idx)} {entry.split} images "
+                                    f"of the chosen classes, fewer than {entry.n}; lower it")
+                idx = np.sort(rng.permutation(idx)[: entry.n])
+        pool = far_pool(i, entry.split)
+        for j in idx:
+            rows.append((f"{pool}-{int(j)}", pool, int(j), "open_far", -1, f"{src.name}:{names[labels[j]]}", 0, "open"))
+        attrs.update({f"far{i}_{k}": v for k, v in src.provenance.items()})
+    out = pd.concat([samples, samples_table(rows)], ignore_index=True)
+    attrs[FAR_OPEN_KEY] = json.dumps([e.to_dict() for e in entries], sort_keys=True)
+    out.attrs.update(attrs)
+    return out
+
+
+def far_open_entries(samples: pd.DataFrame) -> list[FarOpenConfig]:
+    """The far-open entries a samples table was curated with (none: [])."""
+    raw = samples.attrs.get(FAR_OPEN_KEY)
+    return [FarOpenConfig.from_dict(d) for d in json.loads(raw)] if raw else []
 
 
 def _curate_profile(source: SourceData, cfg: CurationConfig, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -456,3 +456,52 @@ def glyphs(params: Mapping) -> SourceData:
     except ValueError as exc:
         raise DataError(str(exc)) from None
     return SourceData(**glyph_source_data(build_glyphs(settings)))
+
+
+# --- far open set: pools of other sources beside the main one ----------------------------------
+
+
+def convert_images(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """uint8 images (N, H, W) or (N, H, W, C) converted to the per-image ``shape`` of another
+    source ((H, W) grey or (H, W, 3) RGB): RGB -> grey by ITU-R 601 luma (0.299 R + 0.587 G +
+    0.114 B, Pillow's "L"), grey -> RGB by repeating the channel, then a bilinear resize when the
+    size differs (Pillow, which antialiases when shrinking)."""
+    from PIL import Image
+
+    grey = len(shape) == 2
+    if images.ndim == 4 and grey:
+        images = np.rint(images[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
+    elif images.ndim == 3 and not grey:
+        images = np.repeat(images[..., None], shape[-1], axis=-1)
+    if images.shape[1:3] == tuple(shape[:2]):
+        return np.ascontiguousarray(images)
+    size = (shape[1], shape[0])  # Pillow: (width, height)
+    return np.stack([np.asarray(Image.fromarray(im).resize(size, Image.BILINEAR)) for im in images]) \
+        if len(images) else np.zeros((0, *shape), np.uint8)
+
+
+def with_far_sources(source: SourceData, entries: Iterable[tuple[int, str, SourceData]]) -> SourceData:
+    """``source`` with the far-open pools added: for each (entry index i, split, far source), the
+    far source's ``split`` under the pool name ``far<i>-<split>`` (as ``curation.far_pool`` names
+    the rows' source). In memory: the images converted to the main source's shape and channels
+    (:func:`convert_images`); streamed: the file paths (the stream resizes and converts to RGB).
+    The main source's provenance is kept; each far source's rides under 'far<i>_'."""
+    images, paths, labels = dict(source.images), dict(source.paths), dict(source.labels)
+    provenance = dict(source.provenance)
+    shape = next(iter(source.images.values())).shape[1:] if source.in_memory else None
+    for i, split, far in entries:
+        pool = f"far{i}-{split}"
+        if split not in far.labels:
+            raise DataError(f"far_open[{i}]: source '{far.name}' has no split '{split}' (it has {sorted(far.labels)})")
+        if source.in_memory != far.in_memory:
+            raise DataError(f"far_open[{i}]: source '{far.name}' is {'in memory' if far.in_memory else 'streamed'} "
+                            f"but '{source.name}' is {'in memory' if source.in_memory else 'streamed'}; "
+                            "pair in-memory sources with in-memory ones and image files with image files")
+        labels[pool] = far.labels[split]
+        if source.in_memory:
+            images[pool] = convert_images(far.images[split], shape)
+        else:
+            paths[pool] = far.paths[split]
+        provenance.update({f"far{i}_{k}": v for k, v in far.provenance.items()})
+    return SourceData(source.name, source.class_names, labels, images=images, paths=paths,
+                      image_size=source.image_size, provenance=provenance, fixed_splits=source.fixed_splits)

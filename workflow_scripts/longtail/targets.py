@@ -69,8 +69,9 @@ def shots(config: Config, dataset: str) -> dict:
     return {**config["shots"], **(config["datasets"][dataset].get("shots") or {})}
 
 
-def open_threshold(config: Config, dataset: str) -> float:
-    """A dataset's open-set threshold, else the global one."""
+def open_threshold(config: Config, dataset: str) -> float | dict:
+    """A dataset's open-set threshold, else the global one: a number, or a rule such as
+    ``{rule: val_tpr, tpr: 0.95}`` that ``metrics.resolve_threshold`` turns into one per run."""
     own = config["datasets"][dataset]["open_threshold"]
     return config["open_threshold"] if own is None else own
 
