@@ -14,7 +14,8 @@ import yaml
 
 from longtail.contracts import SAMPLE_COLUMNS, SPLITS
 from longtail.curation import CurationConfig, ShotConfig, class_sizes, curate
-from longtail.sources import DataError, SourceData, load_source
+from longtail.sources import FASHION_MNIST_CLASSES, DataError, SourceData, load_source
+from longtail.runtime import source_params
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMES = ("c0", "c1", "c2", "c3", "c4", "c5", "c6")
@@ -320,7 +321,9 @@ def test_default_config_on_real_glyphs():
     cur = dict(ds["curation"])
     seed = cur.pop("seed", 0)
     cur.setdefault("shots", config.get("shots", {}))
-    samples, counts = curate(source, CurationConfig.from_dict(cur), seed=seed)
+    cfg = CurationConfig.from_dict(cur)
+    far = [load_source(*source_params(entry.source)) for entry in cfg.far_open]
+    samples, counts = curate(source, cfg, seed=seed, far_sources=far)
     expected = [int(np.floor(300 * 22 ** (-i / 43) + 1e-9)) for i in range(44)]
     assert counts["n_train"].tolist() == expected and sum(expected) == 4122
     assert expected[0] == 300 and expected[-1] == 13
@@ -330,6 +333,9 @@ def test_default_config_on_real_glyphs():
     opened = samples[samples["split"] == "open"]
     assert len(opened) == 300 and set(opened["class_name"]) == {"X", "Y", "Z"}
     assert (samples["split"] == "meta").sum() == 440  # 10 development copies per class, all classes >= 13
+    far = samples[samples["split"] == "open_far"]  # 30 Fashion-MNIST test images per class
+    assert len(far) == 300 and (far["label"] == -1).all()
+    assert far["class_name"].value_counts().to_dict() == {f"fashion_mnist:{c}": 30 for c in FASHION_MNIST_CLASSES}
 
 
 # ------------------------------------------------------------------------------ far open set
