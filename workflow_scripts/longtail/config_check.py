@@ -22,8 +22,10 @@ from .curation import class_sizes
 from .glyphs import EMNIST_BALANCED
 from .methods import make_config
 from .methods.config import ParamError, yaml_repr
+from .contracts import IMBALANCED_TESTS
 from .sources import FASHION_MNIST_CLASSES
-from .targets import check_targets
+from .tables import paper_columns
+from .targets import check_targets, runs_of
 
 SCHEMA = Path(__file__).resolve().parents[2] / "rules" / "schemas" / "config.schema.yaml"
 
@@ -124,9 +126,19 @@ def check_config(config: Mapping) -> None:
     for dname, per_run in config["paper_results"].items():
         if dname not in config["datasets"]:
             raise ConfigError(f"paper_results.{dname}: no dataset of that name")
-        for r in per_run:
+        trained = runs_of(config, dname)
+        extra = tuple(IMBALANCED_TESTS[t] for t in config["datasets"][dname]["curation"].get("imbalanced_tests", []))
+        columns = paper_columns(extra)
+        for r, figures in per_run.items():
             if r not in runs:
-                raise ConfigError(f"paper_results.{dname}.{r}: no run of that name")
+                raise ConfigError(f"paper_results.{dname}.{r}: no run of that name; runs: {', '.join(trained)}")
+            if r not in trained:
+                raise ConfigError(f"paper_results.{dname}.{r}: run '{r}' is not trained on {dname}; "
+                                  f"its runs: {', '.join(trained)}")
+            for key in figures:
+                if key not in columns:  # a key no table column shows would silently never appear
+                    raise ConfigError(f"paper_results.{dname}.{r}.{key}: not a table column; choose one of "
+                                      f"{', '.join(columns)}")
     try:
         check_targets(config)
     except ValueError as exc:
