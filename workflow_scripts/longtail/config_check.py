@@ -5,7 +5,8 @@ They read the config as Snakemake's ``validate`` leaves it (the schema's default
 :class:`ConfigError` with one line that names the offending key and the fix. Beyond the schema:
 method parameters against their dataclass's annotations (strictly: bool is not an int), every
 number finite, the schema's integers integral, class lists resolved to classes (no class twice),
-and curation's draws within the per-class pools of sources whose size is known without data.
+curation's draws within the per-class pools of sources whose size is known without data, and
+every ``paper_results`` key a column its dataset's table shows (else the figure never appears).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any, Mapping, MutableMapping
 
 import yaml
 
+from .contracts import IMBALANCED_TESTS
 from .curation import class_sizes
 from .glyphs import EMNIST_BALANCED
 from .methods import make_config
 from .methods.config import ParamError, yaml_repr
-from .contracts import IMBALANCED_TESTS
 from .sources import FASHION_MNIST_CLASSES
 from .tables import paper_columns
 from .targets import check_targets, runs_of
@@ -127,8 +128,8 @@ def check_config(config: Mapping) -> None:
         if dname not in config["datasets"]:
             raise ConfigError(f"paper_results.{dname}: no dataset of that name")
         trained = runs_of(config, dname)
-        extra = tuple(IMBALANCED_TESTS[t] for t in config["datasets"][dname]["curation"].get("imbalanced_tests", []))
-        columns = paper_columns(extra)
+        curation = config["datasets"][dname]["curation"]
+        columns = paper_columns(tuple(IMBALANCED_TESTS[t] for t in curation.get("imbalanced_tests", [])))
         for r, figures in per_run.items():
             if r not in runs:
                 raise ConfigError(f"paper_results.{dname}.{r}: no run of that name; runs: {', '.join(trained)}")
