@@ -362,3 +362,68 @@ def test_method_on_the_frozen_parent_backbone_builds_the_variant_and_reloads(spl
         pts = dynamics_points(model.state_dict(), method.cfg.to_dict(), feats["train"][0], feats["train"][1],
                               [0, 3], subsets=1)
         assert set(pts["kind"]) == {"model", "target"}
+
+
+def _run_on(feats, info) -> TrainRun:
+    empty = SplitData(torch.zeros(0, 1, 28, 28, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64),
+                      np.array([]), "train")
+    return TrainRun(empty, empty, info, select_device("cpu"), 0, Path("unused.pt"), "fp", progress=False,
+                    parent_features=feats)
+
+
+def _fitted(params: dict):
+    parent, info, feats = _parent_and_features()
+    method = create_method("metamodelnet", {**SMALL, **params})
+    model = method.build_model(info)
+    method.init_model(model, parent)
+    history = method.fit(model, _run_on(feats, info))
+    return parent, feats, model, history
+
+
+def test_new_options_validate_and_name_the_key():
+    cfg = make_config("metamodelnet")
+    assert cfg.apply_metanet is True and cfg.targets == "refit"
+    with pytest.raises(ValueError, match="targets 'head'.*'refit', 'backbone_head'"):
+        make_config("metamodelnet", {"targets": "head"})
+    with pytest.raises(ValueError, match="apply_metanet"):
+        make_config("metamodelnet", {"apply_metanet": "no"})
+
+
+def test_classifier_alone_is_theta_star_for_every_class_and_the_full_method_changes_only_the_tail():
+    _, feats, alone, hist = _fitted({"apply_metanet": False})
+    _, _, full, _ = _fitted({})
+    # the classifier alone: its Linear head is theta* folded onto raw features, row for row
+    w, b = M.fold_standardisation(alone.head.theta_star, alone.head.mean, alone.head.scale)
+    torch.testing.assert_close(alone.head.weight, w)
+    torch.testing.assert_close(alone.head.bias, b)
+    assert len(hist) == 1  # no meta-network stages
+    assert not any(p.abs().sum() > 0 for p in alone.head.metanet.blocks[-1].f[-1].parameters())  # untouched
+    # the full method keeps the head rows at theta* and replaces the tail rows (n <= 2^3 = 8:
+    # classes 2 and 3 with 5 and 2 images) by F(theta_n)
+    w, b = M.fold_standardisation(full.head.theta_star, full.head.mean, full.head.scale)
+    torch.testing.assert_close(full.head.weight[:2], w[:2])
+    assert not torch.allclose(full.head.weight[2:], w[2:], atol=1e-3)
+
+
+def test_backbone_head_targets_are_the_parent_head_in_standardised_space():
+    parent, feats, model, _ = _fitted({"targets": "backbone_head", "apply_metanet": False})
+    W, b = parent["model"]["head.weight"], parent["model"]["head.bias"]
+    # theta* = [W * scale, b + W mean]: on raw features it is exactly the parent's head
+    x = torch.as_tensor(feats["train"][0][:7])
+    z = M.augment(x, model.head.mean, model.head.scale)
+    torch.testing.assert_close(z @ model.head.theta_star.T, x @ W.T + b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model.head(x), x @ W.T + b, rtol=1e-4, atol=1e-4)
+    # with the meta-network, the head rows stay the parent's and the tail rows are F(theta_n)
+    _, _, full, _ = _fitted({"targets": "backbone_head"})
+    torch.testing.assert_close(full.head.weight[:2], W[:2], rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(full.head.weight[2:], W[2:], atol=1e-3)
+
+
+def test_backbone_head_targets_need_a_linear_parent_head():
+    parent, info, feats = _parent_and_features()
+    parent["model"] = {k: v for k, v in parent["model"].items() if k != "head.bias"}
+    method = create_method("metamodelnet", {**SMALL, "targets": "backbone_head"})
+    model = method.build_model(info)
+    method.init_model(model, parent)
+    with pytest.raises(ValueError, match="backbone_head needs a parent with a linear head"):
+        method.fit(model, _run_on(feats, info))

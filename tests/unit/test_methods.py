@@ -189,3 +189,39 @@ def test_method_trains_infers_and_writes_valid_predictions(method: str, params: 
 
 def test_every_registered_method_has_a_case():
     assert {c.values[0] for c in cases()} == set(available_methods())
+
+
+def test_plain_freeze_backbone_trains_the_head_alone_and_keeps_batchnorm_statistics():
+    from longtail.data import DatasetInfo
+    from longtail.methods import create_method
+    from longtail.trainer import TrainBatch
+
+    info = DatasetInfo(num_classes=3, in_channels=1, class_counts=(8, 4, 2))
+    torch.manual_seed(0)
+    method = create_method("plain", {"backbone": "lenet5_bn", "freeze_backbone": True})
+    model = method.build_model(info)
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    head_before = model.head.weight.detach().clone()
+    params = method.trainable_parameters(model)
+    assert {id(p) for p in params} == {id(p) for p in model.head.parameters()}
+    opt = torch.optim.SGD(params, lr=0.5)
+    model.train()  # as the trainer does each epoch
+    x, y = torch.rand(6, 1, 28, 28), torch.tensor([0, 1, 2, 0, 1, 2])
+
+    def ce(logits, target, epoch):
+        return torch.nn.functional.cross_entropy(logits, target)
+
+    loss, _ = method.training_loss(model, TrainBatch(x, y, np.arange(6), 0, 0, 0.5, ce))
+    loss.backward()
+    opt.step()
+    for k, v in model.backbone.state_dict().items():  # weights and BN running statistics unchanged
+        assert torch.equal(v, before[k]), k
+    assert not torch.equal(model.head.weight, head_before)
+    # the default (joint training) updates BN statistics in train mode
+    joint = create_method("plain", {"backbone": "lenet5_bn"})
+    net = joint.build_model(info)
+    rm = [v.clone() for k, v in net.backbone.state_dict().items() if k.endswith("running_mean")]
+    net.train()
+    joint.training_loss(net, TrainBatch(x, y, np.arange(6), 0, 0, 0.5, ce))
+    assert any(not torch.equal(a, b) for a, b in
+               zip(rm, [v for k, v in net.backbone.state_dict().items() if k.endswith("running_mean")]))

@@ -145,3 +145,88 @@ def test_collapsed_run_shows_no_numbers():
         assert "collapsed" not in set(shown.loc[0, metric_cells])
     assert display_table(wide).loc[1, "Overall (paper)"] == "55.00"  # the paper's figure stays
     assert any("bad (1 of 2 seeds)" in n for n in table_notes(wide))
+
+
+# ------------------------------------------------------------------------------ paper figures
+
+
+def test_paper_columns_are_the_rendered_columns_and_the_dataset_extra_splits():
+    from longtail.tables import SPLIT_COLUMNS, paper_columns
+
+    base = paper_columns()
+    assert base["closed/overall/top1"] == "Overall" and base["open/overall/f_measure"] == "F-measure"
+    assert len(base) == len(COLUMNS) and "closed/overall/mean_class_acc" not in base
+    assert "test_reversed/closed/overall/error" not in base
+    both = paper_columns(("test_reversed", "test_permuted"))
+    assert both["test_reversed/closed/overall/error"] == "Test-1 error"
+    assert len(both) == len(COLUMNS) + len(SPLIT_COLUMNS)
+
+
+def test_check_config_names_a_paper_key_that_is_no_column_and_a_run_not_on_the_dataset():
+    import copy
+
+    import yaml
+
+    from longtail.config_check import ConfigError, validate_config
+
+    smoke = yaml.safe_load((Path(__file__).resolve().parents[2] / "tests/configs/smoke.yaml").read_text())
+    cfg = copy.deepcopy(smoke)
+    cfg["paper_results"] = {"fmnist_smoke": {"plain": {"closed/overall/mean_class_acc": 48.0}}}
+    with pytest.raises(ConfigError) as exc:
+        validate_config(cfg)
+    msg = str(exc.value)
+    assert msg.startswith("paper_results.fmnist_smoke.plain.closed/overall/mean_class_acc: not a table column")
+    assert "closed/overall/top1" in msg and "\n" not in msg
+    cfg = copy.deepcopy(smoke)
+    cfg["paper_results"] = {"fmnist_smoke": {"plain": {"closed/overall/top1": 48.0}}}
+    validate_config(cfg)  # a real column passes
+    cfg = copy.deepcopy(smoke)
+    cfg["paper_results"] = {"fmnist_smoke": {"nope": {"closed/overall/top1": 48.0}}}
+    with pytest.raises(ConfigError, match=r"paper_results.fmnist_smoke.nope: no run of that name; runs: plain"):
+        validate_config(cfg)
+
+
+def _synthetic_summary(runs: list[str], splits: tuple[str, ...]) -> pd.DataFrame:
+    from longtail.tables import SPLIT_COLUMNS
+
+    rows = [dict(zip(("setting", "group", "metric"), key), run=r, split="test", mean=1.0, std=np.nan, n_seeds=1)
+            for r in runs for key, _ in COLUMNS]
+    rows += [dict(zip(("split", "setting", "group", "metric"), key), run=r, mean=1.0, std=np.nan, n_seeds=1)
+             for r in runs for key, _ in SPLIT_COLUMNS if key[0] in splits]
+    return pd.DataFrame(rows)
+
+
+PRESETS = sorted((Path(__file__).resolve().parents[2] / "config" / "presets").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.stem)
+def test_every_paper_figure_of_every_preset_appears_beside_ours(preset):
+    """Each figure in paper_results lands in its run's row, in the '(paper)' column of its key, in
+    the rendered markdown table (the workflow's table step on a synthetic metrics summary)."""
+    import yaml
+
+    from longtail import targets
+    from longtail.config_check import validate_config
+    from longtail.contracts import IMBALANCED_TESTS
+    from longtail.tables import display_table, paper_columns
+
+    cfg = validate_config(yaml.safe_load(preset.read_text()))
+    for dname, per_run in cfg["paper_results"].items():
+        splits = tuple(IMBALANCED_TESTS[t] for t in cfg["datasets"][dname]["curation"]["imbalanced_tests"])
+        runs = targets.table_runs(cfg, dname)
+        wide = build_table(_synthetic_summary(list(runs), splits), runs, per_run)
+        shown = display_table(wide).set_index("Run")
+        md = to_markdown(wide, dname, [])
+        titles = paper_columns(splits)
+        for run, figures in per_run.items():
+            row = shown.loc[runs[run].get("label") or run]
+            for key, value in figures.items():
+                if value is None:
+                    continue
+                assert row[f"{titles[key]} (paper)"] == f"{value:.2f}", (dname, run, key)
+                # and in the markdown row of the run, under the same column
+                header, *lines = [ln for ln in md.splitlines() if ln.startswith("|")]
+                col = [c.strip() for c in header.split("|")].index(f"{titles[key]} (paper)")
+                label = runs[run].get("label") or run
+                line = next(ln for ln in lines if ln.split("|")[1].strip() == label)
+                assert float(line.split("|")[col]) == pytest.approx(value, abs=0.005), (dname, run, key)

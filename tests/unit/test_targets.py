@@ -310,3 +310,12 @@ def test_a_dataset_shots_block_overrides_the_global_one(cfg):
     cfg["datasets"][d]["shots"] = {"convention": "inclusive", "few": 10}
     cfg = validate_config(cfg)  # the schema fills the dataset block's missing keys in
     assert T.shots(cfg, d) == {"many": 100, "few": 10, "convention": "inclusive"}
+
+
+def test_the_classifier_alone_has_no_chain_to_draw_but_is_in_the_gain_figure(cfg):
+    cfg["runs"]["mmn_alone"] = {"method": "metamodelnet", "init_from": "plain", "label": "",
+                                "params": {"apply_metanet": False}}
+    assert not T.has_mmn_chain(cfg["runs"]["mmn_alone"])  # no meta-network is trained
+    assert T.has_mmn_chain(cfg["runs"]["mmn"])
+    assert T.mmn_dynamics_runs(cfg, "a") == ["mmn", "mmn_fix"]
+    assert T.mmn_gain_runs(cfg, "a")[-1] == "mmn_alone"

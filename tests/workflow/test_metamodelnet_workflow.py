@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE_MMN = ROOT / "tests" / "configs" / "smoke_mmn.yaml"
 DS = "fmnist_smoke"
-RUNS = ("plain", "metamodelnet", "metamodelnet_fix_split", "model_regression")
+RUNS = ("plain", "metamodelnet", "metamodelnet_fix_split", "model_regression", "mmn_classifier_alone")
 
 
 @pytest.fixture(scope="module")
@@ -42,3 +42,9 @@ def test_smoke_mmn_table_and_figures(mmn_smoke):
     head_rows = st["head.counts"] > 2 ** ckpt["config"]["num_blocks"]
     assert torch.allclose(st["head.weight"][head_rows], w[head_rows], atol=1e-5)
     assert ckpt["config"]["backbone"] == "lenet"
+    # the classifier alone: every row is theta*, and it has no Fig. 4 (no meta-network)
+    alone = torch.load(mmn_smoke / f"results/train/{DS}/mmn_classifier_alone/seed0/model.pt", weights_only=False)
+    st = alone["model"]
+    w, _ = M.fold_standardisation(st["head.theta_star"], st["head.mean"], st["head.scale"])
+    assert torch.allclose(st["head.weight"], w, atol=1e-6)
+    assert not (mmn_smoke / f"results/figures/{DS}/mmn_dynamics_mmn_classifier_alone_seed0.png").exists()

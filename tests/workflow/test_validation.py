@@ -145,6 +145,13 @@ CASES: dict[str, tuple[Callable[[dict], None], list[str]]] = {
                                  [f"paper_results.{DS}.plain.closed/overall/top1", "731", "100"]),
     "paper_result_without_metric": (_set(f"paper_results.{DS}", {"plain": 73.1}),
                                     [f"paper_results.{DS}.plain", "object"]),
+    # a key no table column shows would never appear beside ours: named, with the valid columns
+    "paper_result_not_a_column": (_set(f"paper_results.{DS}", {"plain": {"closed/overall/mean_class_acc": 48.0}}),
+                                  [f"paper_results.{DS}.plain.closed/overall/mean_class_acc: not a table column",
+                                   "closed/overall/top1", "open/overall/auroc"]),
+    "paper_result_split_column_without_split": (
+        _set(f"paper_results.{DS}", {"plain": {"test_reversed/closed/overall/error": 20.0}}),
+        [f"paper_results.{DS}.plain.test_reversed/closed/overall/error: not a table column"]),
     # feasibility against Fashion-MNIST's 6000 train / 1000 test images per class
     "val_per_class_above_pool": (_set(f"{CUR}.val_per_class", 6000),
                                  [f"{CUR}.val_per_class: each class needs 6000 validation", "6000 training images"]),

@@ -6,7 +6,8 @@ They read the config as Snakemake's ``validate`` leaves it (the schema's default
 method parameters against their dataclass's annotations (strictly: bool is not an int), each
 run's ``augment`` against its datasets' sources (an in-memory crop or a file decode), every
 number finite, the schema's integers integral, class lists resolved to classes (no class twice),
-and curation's draws within the per-class pools of sources whose size is known without data.
+curation's draws within the per-class pools of sources whose size is known without data, and
+every ``paper_results`` key a column its dataset's table shows (else the figure never appears).
 """
 
 from __future__ import annotations
@@ -19,12 +20,14 @@ from typing import Any, Mapping, MutableMapping
 
 import yaml
 
+from .contracts import IMBALANCED_TESTS
 from .curation import class_sizes
 from .glyphs import EMNIST_BALANCED
 from .methods import make_config
 from .methods.config import ParamError, yaml_repr
 from .sources import FASHION_MNIST_CLASSES, available_sources, resolve_augment
-from .targets import check_targets
+from .tables import paper_columns
+from .targets import check_targets, runs_of
 
 SCHEMA = Path(__file__).resolve().parents[2] / "rules" / "schemas" / "config.schema.yaml"
 
@@ -126,9 +129,19 @@ def check_config(config: Mapping) -> None:
     for dname, per_run in config["paper_results"].items():
         if dname not in config["datasets"]:
             raise ConfigError(f"paper_results.{dname}: no dataset of that name")
-        for r in per_run:
+        trained = runs_of(config, dname)
+        curation = config["datasets"][dname]["curation"]
+        columns = paper_columns(tuple(IMBALANCED_TESTS[t] for t in curation.get("imbalanced_tests", [])))
+        for r, figures in per_run.items():
             if r not in runs:
-                raise ConfigError(f"paper_results.{dname}.{r}: no run of that name")
+                raise ConfigError(f"paper_results.{dname}.{r}: no run of that name; runs: {', '.join(trained)}")
+            if r not in trained:
+                raise ConfigError(f"paper_results.{dname}.{r}: run '{r}' is not trained on {dname}; "
+                                  f"its runs: {', '.join(trained)}")
+            for key in figures:
+                if key not in columns:  # a key no table column shows would silently never appear
+                    raise ConfigError(f"paper_results.{dname}.{r}.{key}: not a table column; choose one of "
+                                      f"{', '.join(columns)}")
     try:
         check_targets(config)
     except ValueError as exc:

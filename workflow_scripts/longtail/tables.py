@@ -85,6 +85,15 @@ def paper_key(*key: str) -> str:
     return "/".join(key)
 
 
+def paper_columns(splits: tuple[str, ...] = ()) -> dict[str, str]:
+    """Every ``paper_results`` key a table can show beside ours -> its column title: the table
+    split's COLUMNS ('setting/group/metric') and the SPLIT_COLUMNS of the extra ``splits`` a
+    dataset has (e.g. test_reversed). A key outside these would never be rendered."""
+    out = {paper_key(*key): title for key, title in COLUMNS}
+    out.update({paper_key(*key): title for key, title in SPLIT_COLUMNS if key[0] in splits})
+    return out
+
+
 def table_notes(wide: pd.DataFrame) -> list[str]:
     """Notes for the optional column families present in a wide table, and the runs that collapsed."""
     notes = [IMBALANCED_NOTE] if any(title in wide for _, title in SPLIT_COLUMNS) else []

@@ -144,8 +144,12 @@ def is_metamodelnet(run: Run) -> bool:
 
 def has_mmn_chain(run: Run) -> bool:
     """A MetaModelNet run with a chain of residual blocks (recursive or fixed split), whose model
-    dynamics (Fig. 4) can be drawn; model regression has one MLP and no chain."""
-    return is_metamodelnet(run) and method_config(run).split in ("recur", "fix")
+    dynamics (Fig. 4) can be drawn; model regression has one MLP and no chain, and the classifier
+    alone (``apply_metanet: false``) trains none."""
+    if not is_metamodelnet(run):
+        return False
+    cfg = method_config(run)
+    return cfg.apply_metanet and cfg.split in ("recur", "fix")
 
 
 def modulator_from(run: Run) -> Mapping[str, str] | None:

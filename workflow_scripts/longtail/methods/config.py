@@ -158,7 +158,6 @@ def check_field_types(cfg: Any) -> None:
             raise ParamError(name, f"{name}: expected {what}, got {yaml_repr(value)}{example}")
 
 
-@register_config("plain")
 @dataclass(frozen=True)
 class TrainConfig:
     """Hyper-parameters shared by every trained method (SGD with momentum, as in all four papers)."""
@@ -208,3 +207,15 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+@register_config("plain")
+@dataclass(frozen=True)
+class PlainConfig(TrainConfig):
+    """``plain``: :class:`TrainConfig`, plus ``freeze_backbone``: train the classifier alone on
+    the (pretrained) backbone's frozen features, BatchNorm statistics included (MetaModelNet
+    Table 1's setting: "fine-tuning the classifier module while freezing the representation
+    module")."""
+
+    freeze_backbone: bool = False
+

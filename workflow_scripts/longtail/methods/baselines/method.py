@@ -74,4 +74,20 @@ class LiftedLoss(_EmbeddingLossMethod):
 @register_method("plain")
 class Plain(Method):
     """Joint training of backbone and linear classifier; every other trained baseline is this
-    class with another sampler / loss / head in its config."""
+    class with another sampler / loss / head in its config. ``freeze_backbone``: only the head
+    trains; the backbone stays in eval mode (no BatchNorm statistics update) and runs without
+    gradients."""
+
+    def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter]:
+        if getattr(self.cfg, "freeze_backbone", False):
+            return [p for p in model.head.parameters() if p.requires_grad]
+        return super().trainable_parameters(model)
+
+    def training_loss(self, model: nn.Module, batch: TrainBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        if not getattr(self.cfg, "freeze_backbone", False):
+            return super().training_loss(model, batch)
+        model.backbone.eval()  # the trainer set train mode: keep the frozen BN statistics
+        with torch.no_grad():
+            feats = model.backbone(batch.x)
+        logits = model.head(feats)
+        return batch.loss_fn(logits, batch.y, batch.epoch), logits

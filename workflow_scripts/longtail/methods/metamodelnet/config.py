@@ -14,6 +14,7 @@ from .. import register_config
 from ..config import BACKBONES, ParamError, check_choice, check_field_types, check_positive
 
 SPLITS = ("recur", "fix", "regression")
+TARGETS = ("refit", "backbone_head")
 
 
 @dataclass(frozen=True)
@@ -23,10 +24,16 @@ class MetaModelNetConfig:
     down for CPU. ``split``: recur (the full method, Table 2 "Recur Split"), fix (Table 2
     "MetaModelNet + Fix Split": the same chain and order, one head/tail threshold for all blocks)
     or regression (Table 2 "Model Regression [21]": one non-residual MLP theta_k -> theta* for
-    every k, no recursion)."""
+    every k, no recursion). ``apply_metanet: false`` is the classifier alone: the final classifier
+    is theta* for every class (no bank, no meta-network), which isolates what the meta-network
+    adds. ``targets``: theta* refitted by the base learner on all of a class's images (refit) or
+    the parent backbone's own trained linear head, moved into the standardised parameter space
+    (backbone_head)."""
 
     backbone: str | None = None  # null: the init_from run's
     split: str = "recur"
+    apply_metanet: bool = True  # false: the classifier alone (theta* for every class)
+    targets: str = "refit"  # refit | backbone_head: where the many-shot models theta* come from
     num_blocks: int = 7  # N + 1 blocks for k = 1, 2, ..., 2^N (paper: 1..64)
     subsets: tuple[int, ...] = (24, 24, 20, 20, 16, 16, 16)  # S per k = 2^i (the last repeats)
     head_threshold: int | None = None  # fix/regression: head = n > this; null: 2^num_blocks
@@ -57,6 +64,7 @@ class MetaModelNetConfig:
         if self.backbone is not None:
             check_choice("backbone", self.backbone, BACKBONES)
         check_choice("split", self.split, SPLITS)
+        check_choice("targets", self.targets, TARGETS)
         for key in ("num_blocks", "negatives_per_class", "max_negatives", "solver_iters", "block_depth",
                     "regressor_depth", "steps", "batch", "lr", "task_per_class", "eval_batch_size", "solver_tol"):
             check_positive(key, getattr(self, key))

@@ -9,12 +9,15 @@ backbone); the tensor code is in :mod:`longtail.methods.metamodelnet.metanet`:
    ``l2``). theta* (the many-shot target) of every class is this learner on *all* of the class's
    training images, refitted on the features rather than taken from the parent's softmax head, so
    targets and few-shot models live in the same parameter space (the parent's head was trained
-   jointly with the backbone under another loss, so its rows differ in scale and bias);
+   jointly with the backbone under another loss, so its rows differ in scale and bias).
+   ``targets: backbone_head`` takes theta* from that head instead (the paper's theta* are the
+   base network's many-shot classifier rows); the tail's inputs theta_n stay base-learner fits;
 2. the few-shot bank: S random k-subsets per head class and k = 2^i, fitted in one batched solve;
 3. the meta-network (residual chain for ``split`` recur / fix, one MLP for ``split: regression``)
    trained back to front (:func:`longtail.methods.metamodelnet.metanet.stage_plan`);
 4. the final classifier: classes with n <= tail_threshold get F(theta_n) entering at block
    floor(log2 n); the others keep theta*. Folded into the raw-feature Linear head.
+   ``apply_metanet: false`` stops after step 1: theta* for every class (the classifier alone).
 History: one row per training stage (epoch = stage); the log also prints the val accuracy of the
 parent head, of the refitted base learner alone (no meta-network) and of the final classifier.
 """
@@ -99,35 +102,42 @@ class MetaModelNet(FrozenBackboneMethod):
         pool = M.negative_pool(y_np, cfg.negatives_per_class, rng, cfg.max_negatives)
         head_t, tail_t = thresholds(cfg)
         present = [c for c in range(C) if counts[c] > 0]
-        # theta* (and theta_n of the tail): every class on all of its images, in the same solve
         full_spec = M.draw_subsets(y_np, [(c, counts[c], 1) for c in present], rng)
         split = "recur" if cfg.split == "recur" else "fix"
-        bank_spec = M.draw_subsets(y_np, M.bank_requests(counts, cfg.num_blocks, cfg.subsets, split, head_t), rng)
+        bank_spec = (M.draw_subsets(y_np, M.bank_requests(counts, cfg.num_blocks, cfg.subsets, split, head_t), rng)
+                     if cfg.apply_metanet else M.draw_subsets(y_np, [], rng))
         spec = M.BankSpec.concat([full_spec, bank_spec])
         theta_all, info = M.fit_bank(z, y, pool, spec, cfg.l2, cfg.solver_iters, cfg.solver_tol)
-        theta_star = torch.zeros(C, z.shape[1], device=dev)
-        theta_star[torch.as_tensor(present, device=dev)] = theta_all[:len(full_spec)]
+        # theta_n: each class's base learner on all of its n images (the tail's input to F)
+        theta_n = torch.zeros(C, z.shape[1], device=dev)
+        theta_n[torch.as_tensor(present, device=dev)] = theta_all[:len(full_spec)]
         bank = theta_all[len(full_spec):]
+        theta_star = theta_n if cfg.targets == "refit" else self._backbone_targets(mean, scale, dev)
         print(f"bank: {len(bank_spec)} few-shot models + {len(full_spec)} all-data models, {len(pool)} negatives; "
-              f"{info.iterations} iterations, {100 * info.converged:.1f} % converged, {info.seconds:.2f} s",
-              file=sys.stderr)
-        # task-loss data: a class-balanced subsample of the training features
-        task_idx = np.concatenate([rng.choice(np.flatnonzero(y_np == c), min(cfg.task_per_class, counts[c]),
-                                              replace=False) for c in present])
-        data = M.TrainData(bank, torch.as_tensor(bank_spec.model_class, device=dev),
-                           torch.as_tensor(bank_spec.model_k, device=dev), theta_star,
-                           torch.as_tensor(counts, device=dev), z[torch.as_tensor(task_idx, device=dev)],
-                           y[torch.as_tensor(task_idx, device=dev)])
-        net = model.head.metanet.to(dev)
+              f"{info.iterations} iterations, {100 * info.converged:.1f} % converged, {info.seconds:.2f} s; "
+              f"targets: {cfg.targets}", file=sys.stderr)
         plan = M.stage_plan(cfg.num_blocks, cfg.split, head_t)
-        mcfg = M.MetaTrainConfig(cfg.steps, cfg.batch, cfg.lr, cfg.finetune_lr_scale, cfg.weight_decay,
-                                 cfg.task_weight)
-        rows = M.train_metanet(net, data, plan, mcfg, gen)
-        # final classifier: tail rows F(theta_n) entering at floor(log2 n), head rows theta*
+        net = model.head.metanet.to(dev)
         tail = torch.as_tensor((counts <= tail_t) & (counts > 0), device=dev)
         theta = theta_star.clone()
-        if bool(tail.any()):
-            theta[tail] = M.transform(net, theta_star[tail], torch.as_tensor(counts, device=dev)[tail])
+        rows: list[dict] = []
+        if cfg.apply_metanet:
+            # task-loss data: a class-balanced subsample of the training features
+            task_idx = np.concatenate([rng.choice(np.flatnonzero(y_np == c), min(cfg.task_per_class, counts[c]),
+                                                  replace=False) for c in present])
+            data = M.TrainData(bank, torch.as_tensor(bank_spec.model_class, device=dev),
+                               torch.as_tensor(bank_spec.model_k, device=dev), theta_star,
+                               torch.as_tensor(counts, device=dev), z[torch.as_tensor(task_idx, device=dev)],
+                               y[torch.as_tensor(task_idx, device=dev)])
+            mcfg = M.MetaTrainConfig(cfg.steps, cfg.batch, cfg.lr, cfg.finetune_lr_scale, cfg.weight_decay,
+                                     cfg.task_weight)
+            rows = M.train_metanet(net, data, plan, mcfg, gen)
+            # final classifier: tail rows F(theta_n) entering at floor(log2 n), head rows theta*
+            if bool(tail.any()):
+                theta[tail] = M.transform(net, theta_n[tail], torch.as_tensor(counts, device=dev)[tail])
+        else:
+            plan = plan[:1]  # the classifier alone: one history row, no meta-network stage
+            tail = torch.zeros_like(tail)
         w, b = M.fold_standardisation(theta, mean, scale)
         head = model.head
         with torch.no_grad():
@@ -150,6 +160,16 @@ class MetaModelNet(FrozenBackboneMethod):
             print(f"stage {r['stage']} block {r['block']} step {r['step']}: loss {r['loss']:.4f} "
                   f"(regression {r['regression']:.4f}, task {r['task']:.4f}, {r['models']} models)", file=sys.stderr)
         return mark_selected(pd.DataFrame(hist, columns=list(HISTORY_COLUMNS)))
+
+    def _backbone_targets(self, mean: torch.Tensor, scale: torch.Tensor, dev) -> torch.Tensor:
+        """theta* = the parent's trained linear head (W, b) on standardised features: W x + b =
+        (W * scale) z + (b + W . mean), so theta* = [W * scale, b + W mean] (C, D+1)."""
+        ph = getattr(self, "_parent_head", {})
+        if set(ph) != {"weight", "bias"}:
+            raise ValueError("targets: backbone_head needs a parent with a linear head (weight and bias); "
+                             f"the parent's head has {sorted(ph)}")
+        w, b = ph["weight"].to(dev).float(), ph["bias"].to(dev).float()
+        return torch.cat([w * scale, (b + w @ mean)[:, None]], 1)
 
     def _val_report(self, run: TrainRun, dev, theta_star, theta, mean, scale, x, y) -> dict[str, float]:
         if "val" not in run.parent_features or len(run.parent_features["val"][1]) == 0:
