@@ -155,11 +155,15 @@ def test_paper_columns_are_the_rendered_columns_and_the_dataset_extra_splits():
 
     base = paper_columns()
     assert base["closed/overall/top1"] == "Overall" and base["open/overall/f_measure"] == "F-measure"
-    assert len(base) == len(COLUMNS) and "closed/overall/mean_class_acc" not in base
+    from longtail.tables import DETECTION_COLUMNS
+
+    extra = {k for k, _ in DETECTION_COLUMNS} - {k for k, _ in COLUMNS}
+    assert len(base) == len(COLUMNS) + len(extra) and "closed/overall/mean_class_acc" not in base
+    assert base["open/overall/f_measure_oltr2019"] == "Near F-measure (OLTR 2019)"
     assert "test_reversed/closed/overall/error" not in base
     both = paper_columns(("test_reversed", "test_permuted"))
     assert both["test_reversed/closed/overall/error"] == "Test-1 error"
-    assert len(both) == len(COLUMNS) + len(SPLIT_COLUMNS)
+    assert len(both) == len(base) + len(SPLIT_COLUMNS)
 
 
 def test_check_config_names_a_paper_key_that_is_no_column_and_a_run_not_on_the_dataset():
@@ -189,8 +193,11 @@ def test_check_config_names_a_paper_key_that_is_no_column_and_a_run_not_on_the_d
 def _synthetic_summary(runs: list[str], splits: tuple[str, ...]) -> pd.DataFrame:
     from longtail.tables import SPLIT_COLUMNS
 
+    from longtail.tables import DETECTION_COLUMNS
+
+    keys = dict.fromkeys(key for key, _ in (*COLUMNS, *DETECTION_COLUMNS))
     rows = [dict(zip(("setting", "group", "metric"), key), run=r, split="test", mean=1.0, std=np.nan, n_seeds=1)
-            for r in runs for key, _ in COLUMNS]
+            for r in runs for key in keys]
     rows += [dict(zip(("split", "setting", "group", "metric"), key), run=r, mean=1.0, std=np.nan, n_seeds=1)
              for r in runs for key, _ in SPLIT_COLUMNS if key[0] in splits]
     return pd.DataFrame(rows)
@@ -215,18 +222,29 @@ def test_every_paper_figure_of_every_preset_appears_beside_ours(preset):
         splits = tuple(IMBALANCED_TESTS[t] for t in cfg["datasets"][dname]["curation"]["imbalanced_tests"])
         runs = targets.table_runs(cfg, dname)
         wide = build_table(_synthetic_summary(list(runs), splits), runs, per_run)
-        shown = display_table(wide).set_index("Run")
+        shown = pd.concat([display_table(wide, sec).set_index("Run") for sec in ("results", "detection")], axis=1)
         md = to_markdown(wide, dname, [])
+        # the markdown's tables: (header cells, data lines) of each
+        tables, current = [], None
+        for ln in md.splitlines():
+            if ln.startswith("|"):
+                if current is None:
+                    current = ([c.strip() for c in ln.split("|")], [])
+                    tables.append(current)
+                elif not set(ln) <= set("|:- "):
+                    current[1].append(ln)
+            else:
+                current = None
         titles = paper_columns(splits)
         for run, figures in per_run.items():
-            row = shown.loc[runs[run].get("label") or run]
+            label = runs[run].get("label") or run
+            row = shown.loc[label]
             for key, value in figures.items():
                 if value is None:
                     continue
-                assert row[f"{titles[key]} (paper)"] == f"{value:.2f}", (dname, run, key)
-                # and in the markdown row of the run, under the same column
-                header, *lines = [ln for ln in md.splitlines() if ln.startswith("|")]
-                col = [c.strip() for c in header.split("|")].index(f"{titles[key]} (paper)")
-                label = runs[run].get("label") or run
+                column = f"{titles[key]} (paper)"
+                assert row[column] == f"{value:.2f}", (dname, run, key)
+                # and in the markdown row of the run, under the same column of its section's table
+                header, lines = next(t for t in tables if column in t[0])
                 line = next(ln for ln in lines if ln.split("|")[1].strip() == label)
-                assert float(line.split("|")[col]) == pytest.approx(value, abs=0.005), (dname, run, key)
+                assert float(line.split("|")[header.index(column)]) == pytest.approx(value, abs=0.005), (dname, run, key)

@@ -87,9 +87,11 @@ def paper_key(*key: str) -> str:
 
 def paper_columns(splits: tuple[str, ...] = ()) -> dict[str, str]:
     """Every ``paper_results`` key a table can show beside ours -> its column title: the table
-    split's COLUMNS ('setting/group/metric') and the SPLIT_COLUMNS of the extra ``splits`` a
+    split's COLUMNS ('setting/group/metric'), the detection section's, and the SPLIT_COLUMNS of the extra ``splits`` a
     dataset has (e.g. test_reversed). A key outside these would never be rendered."""
     out = {paper_key(*key): title for key, title in COLUMNS}
+    for key, title in DETECTION_COLUMNS:  # the detection section's (a key of both: the first section's title)
+        out.setdefault(paper_key(*key), title)
     out.update({paper_key(*key): title for key, title in SPLIT_COLUMNS if key[0] in splits})
     return out
 
