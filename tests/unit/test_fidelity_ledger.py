@@ -24,7 +24,10 @@ from longtail.methods import make_config
 
 ROOT = Path(__file__).resolve().parents[2]
 LEDGER = ROOT / "docs" / "fidelity.md"
-PRESETS = sorted((ROOT / "config" / "presets").glob("*.yaml"))
+# Every preset of a paper; fmnist_lt.yaml reproduces no paper (the default experiment's runs on
+# Fashion-MNIST-LT), so it has nothing to be faithful to.
+NOT_PAPERS = {"fmnist_lt"}
+PRESETS = sorted(p for p in (ROOT / "config" / "presets").glob("*.yaml") if p.stem not in NOT_PAPERS)
 HEADER = ["setting", "paper", "preset", "yaml", "why"]
 # every section claims these run parameters (for at least one run), checked against the preset
 REQUIRED_PARAMS = ("backbone", "epochs", "batch_size", "lr", "sampler")
