@@ -4,6 +4,7 @@ tree of PNGs, ImageNet-LT-style split lists), generated for the tests."""
 from __future__ import annotations
 
 import pickle
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -48,10 +49,13 @@ def write_png(path: Path, colour: int, rng: np.random.Generator) -> None:
     Image.fromarray(img).save(path)
 
 
-def write_image_folder(root: Path, classes: int = 5, train: int = 30, test: int = 4) -> None:
+def write_image_folder(root: Path, classes: int = 5, train: int | Sequence[int] = 30, test: int = 4) -> None:
+    """root/{train,test}/class<c>/<i>.png; ``train`` is one count for every class or one per class
+    (a natural long tail)."""
     rng = np.random.default_rng(0)
+    counts = [train] * classes if isinstance(train, int) else list(train)
     for c in range(classes):
-        for split, n in (("train", train), ("test", test)):
+        for split, n in (("train", counts[c]), ("test", test)):
             for i in range(n):
                 write_png(root / split / f"class{c}" / f"{i}.png", 40 * c + 20, rng)
 

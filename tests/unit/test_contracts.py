@@ -191,6 +191,10 @@ def test_builders_keep_the_written_layout(curated, predictions):
     t16 = C.features_table(split_data("val", [0, 1]), np.ones((2, 3)), dtype="float16")
     assert t16.schema.field("feature").type == pa.list_(pa.float16(), 3)
     C.FEATURES.validate(t16)
+    # 65504 is float16's largest value; 70000 would be stored as inf
+    C.features_table(split_data("val", [0, 1]), np.full((2, 3), 65504.0), dtype="float16")
+    with pytest.raises(ValueError, match=r"split val reach \|x\| = 7e\+04, beyond float16's range.*feature_dtype: float32"):
+        C.features_table(split_data("val", [0, 1]), np.full((2, 3), 70000.0), dtype="float16")
     rows = [("train-0", "train", 0, "train", 0, "c0", 5, "few")]
     C.SAMPLES.validate(C.samples_table(rows))
 

@@ -42,8 +42,11 @@ OVERLAYS = ROOT / "tests" / "configs" / "preset_overlays"
 OVERLAY_KEYS = {
     "datasets": {"runs", "source.root", "source.download", "source.image_size", "curation.n_max",
                  "curation.test_per_class"},
-    "runs": {"params.epochs", "params.milestones", "params.weights"},
+    "runs": {"params.epochs", "params.milestones", "params.weights", "params.steps"},
 }
+# Top-level keys an overlay may set, and the one value each may take: without pretrained weights a
+# ResNet-152's features overflow float16's range, so the toy caches them as float32.
+OVERLAY_SCALARS = {"feature_dtype": "float32"}
 
 
 def _leaves(node: dict, prefix: str = "") -> list[str]:
@@ -62,10 +65,12 @@ def preset_at_toy_size(name: str) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("name", ["mfm_fmnist", "mfm_cifar_lt", "mfm_mit67"])
+@pytest.mark.parametrize("name", sorted(p.stem for p in OVERLAYS.glob("*.yaml")))
 def test_toy_overlays_only_shrink(name: str):
     overlay = yaml.safe_load((OVERLAYS / f"{name}.yaml").read_text())
-    assert set(overlay) <= set(OVERLAY_KEYS), overlay.keys()
+    assert set(overlay) <= set(OVERLAY_KEYS) | set(OVERLAY_SCALARS), overlay.keys()
+    for key, value in OVERLAY_SCALARS.items():
+        assert overlay.pop(key, value) == value, key
     for section, entries in overlay.items():
         for entry in entries.values():
             assert set(_leaves(entry)) <= OVERLAY_KEYS[section], (section, _leaves(entry))
@@ -114,3 +119,17 @@ def test_mfm_mit67_preset_trains_at_toy_size(tmp_path: Path):
     work = _run_toy("mfm_mit67", tmp_path, ["results/tables/mit67.csv"])
     assert len(pd.read_csv(work / "results" / "tables" / "mit67.csv")) == 1
     assert "75.8" in (work / "results" / "tables" / "mit67.md").read_text()  # Table 4, with WH-layer
+
+
+@pytest.mark.slow
+def test_mmn_sun397_preset_trains_at_toy_size(tmp_path: Path):
+    """Frozen ResNet-152 features, a cRT-style baseline on them, MetaModelNet with the paper's bank
+    and its classifier alone, from an ImageFolder tree with a natural long tail (profile none)."""
+    write_image_folder(tmp_path / "work" / "data" / "sun397", classes=5, train=[300, 150, 60, 20, 8], test=4)
+    work = _run_toy("mmn_sun397", tmp_path, ["results/tables/sun_lt.csv"])
+    table = pd.read_csv(work / "results" / "tables" / "sun_lt.csv")
+    assert len(table) == 8
+    assert "57.34" in (work / "results" / "tables" / "sun_lt.md").read_text()  # Table 2, MetaModelNet
+    counts = pd.read_parquet(work / "results" / "data" / "sun_lt" / "class_counts.parquet")
+    # profile none: every training image but the 5 validation ones of each class
+    assert counts["n_train"].tolist() == [295, 145, 55, 15, 3]

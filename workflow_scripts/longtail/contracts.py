@@ -365,7 +365,13 @@ def predictions_frame(split: "SplitData", pred: np.ndarray, confidence: np.ndarr
 def features_table(split: "SplitData", feats: np.ndarray, dtype: str = "float32") -> pa.Table:
     """Features of one split from its embeddings (N, D), stored as ``dtype``.
 
-    float16 halves the cache of large datasets (ImageNet-LT: 186k x 2048); readers upcast."""
+    float16 halves the cache of large datasets (ImageNet-LT: 186k x 2048); readers upcast. A value
+    beyond float16's range (an untrained or exploding backbone) is an error, not a silent inf."""
+    if np.dtype(dtype) == np.float16 and feats.size:
+        peak = float(np.nanmax(np.abs(feats)))
+        if peak > float(np.finfo(np.float16).max):
+            raise ValueError(f"features of split {split.split} reach |x| = {peak:.3g}, beyond float16's range "
+                             f"({float(np.finfo(np.float16).max):.0f}); set feature_dtype: float32")
     flat = pa.array(np.ascontiguousarray(feats, dtype=np.dtype(dtype)).ravel())
     return pa.table({
         "sample_id": pa.array(split.sample_ids.astype(str)),
