@@ -56,8 +56,11 @@ def parent_backbone_name(parent: Mapping, requested: str | None, method: str) ->
 def parent_backbone(parent: Mapping, name: str, freeze: bool = True) -> Backbone:
     """The parent's backbone ``name`` with its weights (strict: every weight must be there)."""
     info = DatasetInfo.from_dict(parent["info"])
-    backbone = create_backbone(name, info.in_channels, None)  # weights come from the parent, not torchvision
-    backbone.load_state_dict(sub_state(parent["model"], "backbone."), strict=True)
+    state = sub_state(parent["model"], "backbone.")
+    fc = state.get("fc_add.weight")  # a parent trained with fc_add_dim (OLTR's use_fc)
+    # weights come from the parent, not torchvision
+    backbone = create_backbone(name, info.in_channels, None, 0 if fc is None else int(fc.shape[0]))
+    backbone.load_state_dict(state, strict=True)
     if freeze:
         backbone.requires_grad_(False)
     return backbone
