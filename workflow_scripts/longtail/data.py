@@ -87,7 +87,7 @@ def dataset_info(samples: pd.DataFrame, source: SourceData) -> DatasetInfo:
     imgs = _gather(source, train)
     x = imgs.float() / 255
     return DatasetInfo(num_classes, in_channels, tuple(int(c) for c in counts),
-                       float(x.mean()), float(x.std()), int(sample_img.shape[0]))
+                       float(x.mean()), float(x.std()), int(sample_img.shape[1]))
 
 
 def _gather(source: SourceData, rows: pd.DataFrame) -> torch.Tensor:
