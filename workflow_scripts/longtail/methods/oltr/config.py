@@ -5,7 +5,9 @@ parent backbone, modulated attention on the last feature map (Eq. 5), the dynami
 meta-embedding (Eqs. 1-4), the squashing cosine classifier (Eq. 6) and the loss of Eq. 7.
 Defaults follow the authors' ImageNet-LT stage-2 config (zhmiao/OpenLongTailRecognition-OLTR,
 ``config/ImageNet_LT/stage_2_meta_embedding.py``) except the epoch count, which is kept short
-for the embedded CPU dataset (``config/presets/oltr_sweeps.yaml`` names the paper's 60).
+for the embedded CPU dataset (``config/presets/oltr_imagenet_lt.yaml`` names the paper's 60),
+the centroid-loss weight (the paper's 0.1) and ``fc_add_dim`` (0: no extra fc layer; the
+authors' ``use_fc`` is 512, which the ImageNet-LT / Places-LT presets set).
 
 The ablation runs of config.yaml are ``method: oltr`` with these switches in ``params``:
 
@@ -17,7 +19,7 @@ run                    memory  selector  reachability  attention
 ``oltr_reach``         yes     yes       yes           none
 ``oltr``               yes     yes       yes           modulated (Eq. 5)
 ``oltr_spatial_fmap``  yes     yes       yes           spatial on the feature map (Fig. 5c)
-``oltr_self_att``      yes     yes       yes           self-attention map only (Fig. 5c)
+``oltr_self_att``      yes     yes       yes           self-attention map only (Fig. 5c, presets)
 =====================  ======  ========  ============  ================
 """
 
