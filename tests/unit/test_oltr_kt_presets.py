@@ -61,7 +61,8 @@ def test_oltr_imagenet_lt_learning_rates_follow_the_authors_config():
     assert group_lrs(runs["oltr"]) == pytest.approx(
         {"backbone": 0.01, "fc_add": 0.01, "attention": 0.01, "classifier": 0.1, "centroids": 0.01})
     p = runs["oltr"]["params"]
-    assert (p["fc_add_dim"], p["squash_power"], p["spatial_attention"], p["centroid_weight"]) == (512, 1, "positional", 0.01)
+    assert (p["fc_add_dim"], p["squash_power"], p["spatial_attention"]) == (512, 1, "positional")
+    assert p["centroid_weight"] == 0.01
     assert (p["epochs"], p["milestones"], runs["plain"]["params"]["milestones"]) == (60, [20, 40], [10, 20])
 
 
@@ -119,7 +120,8 @@ def test_kt_few_shot_excluded_backbone_drops_n_at_most_20():
 
 def test_kt_backbones_follow_appendix_a():
     imagenet = preset("kt_imagenet_lt")["runs"]["kt_backbone"]["params"]
-    assert (imagenet["batch_size"], imagenet["lr"], imagenet["epochs"], imagenet["schedule"]) == (512, 0.2, 90, "cosine")
+    assert (imagenet["batch_size"], imagenet["lr"]) == (512, 0.2)
+    assert (imagenet["epochs"], imagenet["schedule"]) == (90, "cosine")
     places = preset("kt_places_lt")["runs"]
     for run, epochs in (("kt_backbone_r152", 10), ("kt_backbone", 15), ("kt_backbone_uniform", 15)):
         p = places[run]["params"]
