@@ -60,22 +60,26 @@ def write_image_folder(root: Path, classes: int = 5, train: int | Sequence[int] 
                 write_png(root / split / f"class{c}" / f"{i}.png", 40 * c + 20, rng)
 
 
-def write_lists(root: Path) -> dict:
-    """ImageNet-LT-style lists: train 10/5/2 images for 3 classes, val and test 2/class, open 3."""
+def write_lists(root: Path, counts: tuple[int, ...] = (10, 5, 2), per_class_eval: int = 2, open_images: int = 3,
+                names: dict[str, str] | None = None) -> dict:
+    """ImageNet-LT-style lists (lines ``relpath label``, open images labelled -1): ``counts`` train
+    images per class, ``per_class_eval`` val and test images per class, ``open_images`` open ones.
+    ``names``: split -> list file name (default LT_<split>.txt); a split missing from it is not
+    written (e.g. no open list). Returns split -> list file name."""
+    names = names or {split: f"LT_{split}.txt" for split in ("train", "val", "test", "open")}
     rng = np.random.default_rng(1)
     lines = {"train": [], "val": [], "test": [], "open": []}
-    for c, n in enumerate((10, 5, 2)):
-        for split, k in (("train", n), ("val", 2), ("test", 2)):
+    for c, n in enumerate(counts):
+        for split, k in (("train", n), ("val", per_class_eval), ("test", per_class_eval)):
             for i in range(k):
                 rel = f"images/{split}/n{c:03d}_{i}.png"
                 write_png(root / rel, 60 * c + 30, rng)
                 lines[split].append(f"{rel} {c}")
-    for i in range(3):
+    for i in range(open_images):
         rel = f"images/open/x_{i}.png"
         write_png(root / rel, 250, rng)
         lines["open"].append(f"{rel} -1")
-    lists = {}
     for split, ls in lines.items():
-        (root / f"LT_{split}.txt").write_text("\n".join(ls) + "\n")
-        lists[split] = f"LT_{split}.txt"
-    return lists
+        if split in names:
+            (root / names[split]).write_text("\n".join(ls) + "\n")
+    return dict(names)

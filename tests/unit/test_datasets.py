@@ -27,7 +27,9 @@ def test_cifar10_pickles_load_and_curate(tmp_path):
     assert counts["n_train"].tolist() == [10, 7, 5, 4, 3, 2, 2, 1, 1, 1]
     x = load_split(src, samples, "train")
     assert tuple(x.images.shape[1:]) == (3, 32, 32)
-    assert dataset_info(samples, src).in_channels == 3
+    info = dataset_info(samples, src)
+    assert info.in_channels == 3
+    assert info.image_size == 32  # in-memory images record their side (OLTR's positional attention reads it)
 
 
 def test_cifar100_fine_labels(tmp_path):

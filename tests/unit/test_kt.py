@@ -15,6 +15,8 @@ from longtail.methods.kt import transfer as K
 from longtail.methods import make_config
 from longtail.data import DatasetInfo, SplitData
 from longtail.methods import create_method
+from longtail.methods.frozen import parent_backbone
+from longtail.methods.kt.config import excluded_classes
 from longtail.models import CosineClassifier, LeNet, LongTailNet
 from longtail.trainer import TrainRun
 
@@ -189,6 +191,29 @@ def test_plain_masked_sampler_and_logits_skip_excluded_classes():
     logits, _ = method.infer(model, torch.randn(2, 1, 28, 28))
     assert torch.all(logits.argmax(1) == 0)
     assert torch.all(torch.softmax(logits, 1)[:, 1:] == 0)
+
+
+def test_exclude_at_most_is_inclusive_as_the_paper():
+    """KT Table 2 removes the few-shot classes, n <= 20: a class with exactly 20 images goes with
+    ``exclude_at_most: 20`` but stays with the strict ``exclude_fewer_than: 20``."""
+    counts = (100, 21, 20, 19, 5)
+    assert excluded_classes(make_config("plain_masked", {"exclude_at_most": 20}).to_dict(), counts) == [2, 3, 4]
+    assert excluded_classes(make_config("plain_masked", {"exclude_fewer_than": 20}).to_dict(), counts) == [3, 4]
+    assert excluded_classes(make_config("plain").to_dict(), counts) == []
+    with pytest.raises(ValueError, match="exclude_at_most"):
+        make_config("plain_masked", {"exclude_at_most": -1})
+
+
+def test_frozen_methods_refuse_a_parent_with_fc_add():
+    """A plain parent with an fc_add layer (OLTR's use_fc): a frozen-backbone method's model.pt is
+    rebuilt from its own config, which has no fc_add, so training it is refused up front."""
+    plain = create_method("plain", {"backbone": "lenet", "head": "cosine", "fc_add_dim": 8})
+    info = DatasetInfo(3, 1, (40, 10, 3))
+    net = plain.build_model(info)
+    assert net.backbone.dim == 8 and net.features(torch.randn(2, 1, 28, 28)).shape == (2, 8)
+    parent = {"model": net.state_dict(), "config": plain.cfg.to_dict(), "info": info.to_dict()}
+    with pytest.raises(ValueError, match="fc_add"):
+        parent_backbone(parent, "lenet")
 
 
 def test_configs_validate():

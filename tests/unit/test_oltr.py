@@ -20,9 +20,11 @@ from longtail.methods import create_method, make_config
 from longtail.methods.frozen import class_means
 from longtail.methods.oltr.figures import head_tail_classes, open_class_names, open_classes_sweep
 from longtail.methods.oltr.modules import (
+    ConditionalSpatialAttention,
     MetaEmbedding,
     ModulatedAttention,
     OLTRNet,
+    PositionalSpatialAttention,
     attract_loss,
     centroid_loss,
     reachability,
@@ -32,7 +34,7 @@ from longtail.methods.oltr.modules import (
 from longtail.trainer import TrainRun
 
 ROOT = Path(__file__).resolve().parents[2]
-INFO = DatasetInfo(4, 1, (40, 20, 8, 4))
+INFO = DatasetInfo(4, 1, (40, 20, 8, 4), image_size=28)
 
 
 # --- dynamic meta-embedding math --------------------------------------------------------------
@@ -246,8 +248,105 @@ def test_param_groups_scale_backbone_and_centroid_lr():
     assert groups[2]["params"] == [model.meta.centroids]
     n_all = sum(1 for p in model.parameters() if p.requires_grad)
     assert sum(len(g["params"]) for g in groups) == n_all
-    frozen = create_method("oltr", {"freeze_backbone": True})
-    assert [g["lr_scale"] for g in frozen.trainable_parameters(frozen.build_model(INFO))] == [1.0, 0.1]
+    # the attention is part of the authors' feature model (feat_model optimiser, lr 0.01 vs 0.1)
+    att = {id(p) for p in model.attention.parameters()}
+    assert att <= {id(p) for p in groups[1]["params"]}
+    assert not att & {id(p) for p in groups[0]["params"]}
+
+
+def test_frozen_backbone_still_trains_attention_and_fc_add():
+    """The authors' ``fix`` freezes the feature model except 'modulatedatt' and 'fc' weights
+    (Places-LT stage 2): attention and fc_add stay in the feature-model group."""
+    frozen = create_method("oltr", {"freeze_backbone": True, "fc_add_dim": 16, "backbone_lr_scale": 0.01,
+                                    "centroid_lr_scale": 1.0})
+    model = frozen.build_model(INFO)
+    groups = frozen.trainable_parameters(model)
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.01, 1.0]
+    expected = {id(p) for p in model.attention.parameters()} | {id(p) for p in model.backbone.fc_add.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == expected
+    assert not any(p.requires_grad for n, p in model.backbone.named_parameters() if not n.startswith("fc_add."))
+
+
+def test_squash_power_follows_the_authors_code_by_default():
+    # CosNorm_Classifier: ||v|| / (1 + ||v||) * v / ||v||; |(3, 4)| = 5 -> length 5/6
+    assert make_config("oltr").squash_power == 1
+    assert torch.allclose(squash(torch.tensor([[3.0, 4.0]])), torch.tensor([[0.5, 2 / 3]]))
+    net = create_method("oltr").build_model(INFO)
+    assert net.classifier.power == 1
+
+
+def test_positional_spatial_attention_by_hand():
+    """MA(f) = softmax(fc(flatten(f))) over H*W positions (the authors' fc_spatial)."""
+    att = PositionalSpatialAttention(2, (2, 2))
+    assert att.fc.in_features == 2 * 2 * 2 and att.fc.out_features == 4
+    with torch.no_grad():
+        att.fc.weight.zero_()
+        att.fc.weight[3, 0] = 1.0  # position 3's score reads the first input value
+        att.fc.bias.copy_(torch.log(torch.tensor([1.0, 2.0, 3.0, 4.0])))
+    f = torch.zeros(1, 2, 2, 2)
+    assert torch.allclose(att(f), torch.tensor([[[[0.1, 0.2], [0.3, 0.4]]]]))
+    f[0, 0, 0, 0] = math.log(2.0)  # position 3's weight doubles: 1, 2, 3, 8 over 14
+    assert torch.allclose(att(f).flatten(), torch.tensor([1.0, 2.0, 3.0, 8.0]) / 14)
+    with pytest.raises(ValueError, match="input_size"):
+        att(torch.zeros(1, 2, 3, 3))
+
+
+def test_positional_attention_is_sized_from_the_input():
+    """LeNet on 28x28: conv 5 pad 2, pool, conv 5, pool -> 64 x 5 x 5; on 32x32 -> 6 x 6."""
+    model = create_method("oltr").build_model(INFO)
+    assert model.attention.ma.map_size == (5, 5) and model.attention.ma.fc.in_features == 64 * 25
+    model = create_method("oltr", {"input_size": 32}).build_model(INFO)
+    assert model.attention.ma.map_size == (6, 6)
+    content = create_method("oltr", {"spatial_attention": "content"}).build_model(INFO)
+    assert isinstance(content.attention.ma, ConditionalSpatialAttention)
+    with pytest.raises(ValueError, match="input_size"):
+        create_method("oltr").build_model(dataclasses.replace(INFO, image_size=0))
+
+
+def test_fc_add_is_fresh_on_a_parent_without_it_and_loaded_from_one_with_it(tmp_path):
+    parent = _parent()  # plain LeNet, no fc_add
+    method = create_method("oltr", {"fc_add_dim": 16})
+    model = method.build_model(INFO)
+    method.init_model(model, parent)
+    assert model.backbone.dim == 16 and model.meta.centroids.shape == (4, 16)
+    for k, v in model.backbone.state_dict().items():
+        if not k.startswith("fc_add."):
+            assert torch.equal(v, parent["model"][f"backbone.{k}"]), k
+    # the parent's 128-d features are not v_direct: centroids come from the model itself
+    d = parent["net"].backbone.dim
+    run = dataclasses.replace(_tiny_run(tmp_path), parent_features={
+        "train": (np.zeros((4, d), np.float32), np.arange(4), np.arange(4).astype(str))})
+    method.init_centroids(model, run)
+    x = _tiny_run(tmp_path).train.images.float()
+    with torch.no_grad():
+        v = model.direct((x / 255 - INFO.mean) / INFO.std)
+    assert torch.allclose(model.meta.centroids, class_means(v, torch.arange(48) % 4, 4), atol=1e-4)
+
+    torch.manual_seed(1)  # a stage 1 with fc_add (Places-LT): stage 2 loads it
+    plain = create_method("plain", {"backbone": "lenet", "fc_add_dim": 16})
+    pnet = plain.build_model(INFO)
+    assert pnet.head.weight.shape == (4, 16)
+    parent2 = {"model": pnet.state_dict(), "config": plain.cfg.to_dict()}
+    model2 = method.build_model(INFO)
+    method.init_model(model2, parent2)
+    assert torch.equal(model2.backbone.fc_add.weight, pnet.backbone.fc_add.weight)
+    assert torch.equal(model2.meta.hallucinator.weight, pnet.head.weight)
+    with pytest.raises(ValueError, match="fc_add_dim"):
+        other = create_method("oltr")
+        other.init_model(other.build_model(INFO), parent2)
+
+
+def test_plain_backbone_lr_scale_makes_two_groups():
+    """OLTR's Places-LT stage 1: feature model at 0.001, classifier at 0.1 -> scale 0.01."""
+    method = create_method("plain", {"backbone": "lenet", "lr": 0.1, "backbone_lr_scale": 0.01, "fc_add_dim": 8})
+    model = method.build_model(INFO)
+    groups = method.trainable_parameters(model)
+    assert [g["lr_scale"] for g in groups] == [1.0, 0.01]
+    assert {id(p) for p in groups[0]["params"]} == {id(p) for p in model.head.parameters()}
+    assert {id(p) for p in groups[1]["params"]} == {id(p) for p in model.backbone.parameters()}
+    assert any(p is model.backbone.fc_add.weight for p in groups[1]["params"])
+    default = create_method("plain")
+    assert all(isinstance(p, torch.nn.Parameter) for p in default.trainable_parameters(default.build_model(INFO)))
 
 
 class Killed(RuntimeError):

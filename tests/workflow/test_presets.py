@@ -1,6 +1,7 @@
 """The paper presets (config/presets/*.yaml): each is a complete config that Snakemake accepts and
-plans, and each MFM preset trains one MFM run end to end at toy size (a test-only overlay shrinks
-sizes and epochs; data: Debian's Fashion-MNIST, generated CIFAR pickles and image folders)."""
+plans, and each MFM, OLTR and KT preset trains end to end at toy size (a test-only overlay shrinks
+sizes and epochs; data: Debian's Fashion-MNIST, generated CIFAR pickles, image folders and
+ImageNet-LT-style split lists)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 import yaml
 
-from generated_data import write_cifar10, write_image_folder
+from generated_data import write_cifar10, write_image_folder, write_lists
 from smk_runs import ROOT, smoke_workflow
 
 PRESETS = sorted((ROOT / "config" / "presets").glob("*.yaml"))
@@ -65,7 +67,16 @@ def preset_at_toy_size(name: str) -> dict:
     return cfg
 
 
-@pytest.mark.parametrize("name", sorted(p.stem for p in OVERLAYS.glob("*.yaml")))
+TOY_PRESETS = ["mfm_fmnist", "mfm_cifar_lt", "mfm_mit67", "oltr_imagenet_lt", "oltr_places_lt", "oltr_sweeps",
+               "kt_imagenet_lt", "kt_places_lt", "kt_analysis", "mmn_sun397"]
+
+
+def test_every_paper_preset_has_a_toy_overlay():
+    assert sorted(p.stem for p in OVERLAYS.glob("*.yaml")) == sorted(TOY_PRESETS)
+    assert {p.stem for p in PRESETS} - set(TOY_PRESETS) == {"fmnist_lt"}  # no paper: its runs are the tests' own
+
+
+@pytest.mark.parametrize("name", TOY_PRESETS)
 def test_toy_overlays_only_shrink(name: str):
     overlay = yaml.safe_load((OVERLAYS / f"{name}.yaml").read_text())
     assert set(overlay) <= set(OVERLAY_KEYS) | set(OVERLAY_SCALARS), overlay.keys()
@@ -133,3 +144,103 @@ def test_mmn_sun397_preset_trains_at_toy_size(tmp_path: Path):
     counts = pd.read_parquet(work / "results" / "data" / "sun_lt" / "class_counts.parquet")
     # profile none: every training image but the 5 validation ones of each class
     assert counts["n_train"].tolist() == [295, 145, 55, 15, 3]
+
+
+# ------------------------------------------------------------------------------ OLTR and KT presets
+# Split lists in the published format under the preset's own file names. Train counts 101 / 21 / 3
+# put one class in each of KT's (inclusive) groups: many n >= 100, medium 20 < n < 100, few n <= 20,
+# so every transfer threshold k in {0, 20, 100} has source classes, as on the real data.
+TOY_COUNTS = (101, 21, 3)
+
+
+def _lists(root: Path, preset: str, dataset: str) -> None:
+    source = yaml.safe_load((ROOT / "config" / "presets" / f"{preset}.yaml").read_text())["datasets"][dataset]["source"]
+    write_lists(root, counts=TOY_COUNTS, per_class_eval=3, open_images=4, names=dict(source["lists"]))
+
+
+def _predictions(work: Path, dataset: str, run: str) -> pd.DataFrame:
+    return pd.read_parquet(work / "results" / "predictions" / dataset / run / "seed0.parquet")
+
+
+def _table(work: Path, dataset: str) -> tuple[pd.DataFrame, str]:
+    return (pd.read_csv(work / "results" / "tables" / f"{dataset}.csv"),
+            (work / "results" / "tables" / f"{dataset}.md").read_text())
+
+
+@pytest.mark.slow
+def test_oltr_imagenet_lt_preset_trains_at_toy_size(tmp_path: Path):
+    """Stage 1 ResNet-10, stage 2 with fc_add and positional modulated attention, and the five
+    Fig. 5 ablations (self-attention map only included), from ImageNet-LT-style lists."""
+    _lists(tmp_path / "work" / "data" / "imagenet", "oltr_imagenet_lt", "imagenet_lt")
+    work = _run_toy("oltr_imagenet_lt", tmp_path, ["results/tables/imagenet_lt.csv"])
+    table, md = _table(work, "imagenet_lt")
+    assert len(table) == 7
+    assert "47.4" in md and "inclusive" in md  # Table 3(a) F-measure; the shot convention in the note
+    ckpt = torch.load(work / "results" / "train" / "imagenet_lt" / "oltr" / "seed0" / "model.pt", weights_only=False)
+    assert ckpt["model"]["backbone.fc_add.weight"].shape == (512, 512)
+    assert ckpt["model"]["attention.ma.fc.weight"].shape == (4, 512 * 2 * 2)  # 64 px -> 2x2 map
+    att = torch.load(work / "results" / "train" / "imagenet_lt" / "oltr_self_att" / "seed0" / "model.pt",
+                     weights_only=False)["model"]
+    assert not any(k.startswith("attention.ma.") for k in att) and "attention.sa.out.weight" in att
+    assert (_predictions(work, "imagenet_lt", "oltr")["label"] == -1).sum() == 4  # the open list
+
+
+@pytest.mark.slow
+def test_oltr_places_lt_preset_trains_at_toy_size(tmp_path: Path):
+    """ResNet-152 + fc_add 2048 -> 512 in stage 1; stage 2 loads it with the backbone frozen."""
+    _lists(tmp_path / "work" / "data" / "places365", "oltr_places_lt", "places_lt")
+    work = _run_toy("oltr_places_lt", tmp_path, ["results/tables/places_lt.csv"])
+    table, md = _table(work, "places_lt")
+    assert len(table) == 2 and "46.4" in md
+    train = work / "results" / "train" / "places_lt"
+    stage1 = torch.load(train / "plain" / "seed0" / "model.pt", weights_only=False)["model"]
+    stage2 = torch.load(train / "oltr" / "seed0" / "model.pt", weights_only=False)["model"]
+    assert stage1["backbone.fc_add.weight"].shape == (512, 2048)
+    # frozen: the backbone's own weights are stage 1's; fc_add trained on
+    key = "backbone.net.layer4.2.conv3.weight"
+    assert torch.equal(stage1[key], stage2[key])
+    assert not torch.equal(stage1["backbone.fc_add.weight"], stage2["backbone.fc_add.weight"])
+
+
+@pytest.mark.slow
+def test_oltr_sweeps_preset_trains_at_toy_size(tmp_path: Path):
+    """Fig. 8a (frozen backbone, four imbalance factors), Fig. 8c and Fig. 3 / 8b on Debian's
+    Fashion-MNIST."""
+    targets = ["results/figures/oltr/longtailness.png", "results/figures/oltr/open_classes.png",
+               "results/tables/fmnist_lt.csv", "results/tables/fmnist_lt_open4.csv"]
+    work = _run_toy("oltr_sweeps", tmp_path, targets)
+    for t in targets:
+        assert (work / t).is_file(), t
+    plain = torch.load(work / "results" / "train" / "fmnist_lt" / "plain" / "seed0" / "model.pt", weights_only=False)
+    frozen = torch.load(work / "results" / "train" / "fmnist_lt" / "oltr_frozen" / "seed0" / "model.pt",
+                        weights_only=False)
+    assert torch.equal(plain["model"]["backbone.conv1.weight"], frozen["model"]["backbone.conv1.weight"])
+
+
+@pytest.mark.slow
+def test_kt_imagenet_lt_preset_trains_at_toy_size(tmp_path: Path):
+    """ResNeXt-50 cosine backbone, Table 1 / 2 / 6 classifiers and the few-shot-excluded backbone
+    (n <= 20 out: the 3-image class) from ImageNet-LT-style lists."""
+    _lists(tmp_path / "work" / "data" / "imagenet", "kt_imagenet_lt", "imagenet_lt")
+    work = _run_toy("kt_imagenet_lt", tmp_path, ["results/tables/imagenet_lt.csv"])
+    table, md = _table(work, "imagenet_lt")
+    assert len(table) == 17
+    assert "52.9" in md and "54.2" in md  # Table 6's w->p row and Table 1's ensemble
+    assert not (_predictions(work, "imagenet_lt", "kt_backbone_nofew")["pred"] == 2).any()
+
+
+@pytest.mark.slow
+def test_kt_places_lt_preset_trains_at_toy_size(tmp_path: Path):
+    """Table 3 (ResNet-152) and Table 9 (ResNet-101, sqrt and uniform) from Places-LT-style lists."""
+    _lists(tmp_path / "work" / "data" / "places365", "kt_places_lt", "places_lt")
+    work = _run_toy("kt_places_lt", tmp_path, ["results/tables/places_lt.csv"])
+    table, md = _table(work, "places_lt")
+    assert len(table) == 16 and "39.2" in md and "40.6" in md
+
+
+@pytest.mark.slow
+def test_kt_analysis_preset_trains_at_toy_size(tmp_path: Path):
+    """Table 4 backbones, Table 6 on the ensemble and Table 2 on Debian's Fashion-MNIST."""
+    work = _run_toy("kt_analysis", tmp_path, ["results/tables/fmnist_lt.csv"])
+    table, _ = _table(work, "fmnist_lt")
+    assert len(table) == 21

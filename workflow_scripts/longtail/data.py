@@ -71,7 +71,7 @@ class DatasetInfo:
     class_counts: tuple[int, ...]  # training images per class, index = label
     mean: float = 0.5
     std: float = 0.5
-    image_size: int = 0  # crop size of streamed images (0: in-memory images keep their size)
+    image_size: int = 0  # crop size of streamed images; side of in-memory images (0: not recorded)
 
     def to_dict(self) -> dict:
         return {"num_classes": self.num_classes, "in_channels": self.in_channels,
@@ -151,7 +151,7 @@ def dataset_info(samples: pd.DataFrame, source: SourceData) -> DatasetInfo:
     imgs = _gather(source, train)
     x = imgs.float() / 255
     return DatasetInfo(num_classes, in_channels, tuple(int(c) for c in counts),
-                       float(x.mean()), float(x.std()))
+                       float(x.mean()), float(x.std()), int(sample_img.shape[1]))
 
 
 def _gather(source: SourceData, rows: pd.DataFrame) -> torch.Tensor:

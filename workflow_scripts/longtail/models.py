@@ -24,12 +24,17 @@ def available_backbones() -> list[str]:
     return BACKBONES.names()
 
 
-def create_backbone(name: str, in_channels: int = 1, weights: str | None = None) -> "Backbone":
-    return BACKBONES.get(name)(in_channels=in_channels, weights=weights)
+def create_backbone(name: str, in_channels: int = 1, weights: str | None = None, fc_add_dim: int = 0) -> "Backbone":
+    """The registered backbone ``name``; ``fc_add_dim`` > 0 adds an fc + ReLU to that many dims."""
+    backbone = BACKBONES.get(name)(in_channels=in_channels, weights=weights)
+    return add_embedding_fc(backbone, fc_add_dim) if fc_add_dim > 0 else backbone
 
 
 class Backbone(nn.Module):
-    """Base class: ``forward(x) = embed(forward_map(x))``; ``dim`` is the embedding size."""
+    """Base class: ``forward(x) = project(embed(forward_map(x)))``; ``dim`` is the embedding size.
+
+    ``project`` is the identity unless :func:`add_embedding_fc` gave the backbone an extra
+    ``fc_add`` layer (fc + ReLU after pooling, OLTR's ``use_fc``)."""
 
     dim: int
 
@@ -39,8 +44,23 @@ class Backbone(nn.Module):
     def embed(self, fmap: torch.Tensor) -> torch.Tensor:  # (B, D)
         return torch.flatten(F.adaptive_avg_pool2d(fmap, 1), 1)
 
+    def project(self, v: torch.Tensor) -> torch.Tensor:  # (B, D0) -> (B, D)
+        fc = self._modules.get("fc_add")
+        return v if fc is None else F.relu(fc(v))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.forward_map(x))
+        return self.project(self.embed(self.forward_map(x)))
+
+
+def add_embedding_fc(backbone: Backbone, dim: int) -> Backbone:
+    """Give ``backbone`` an extra fc layer D0 -> ``dim`` + ReLU after its embedding (in place):
+    the authors' OLTR ``fc_add`` (``use_fc``: 2048 -> 512 for ResNet-152 on Places-LT, 512 -> 512
+    in ResNet-10's stage 2). Its weights are ``backbone.fc_add.*``, so a checkpoint records it."""
+    if "fc_add" in backbone._modules:
+        raise ValueError("the backbone already has an fc_add layer")
+    backbone.fc_add = nn.Linear(backbone.dim, dim)
+    backbone.dim = dim
+    return backbone
 
 
 class LeNet(Backbone):

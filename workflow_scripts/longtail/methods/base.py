@@ -41,7 +41,7 @@ class Method:
 
     # --- model -------------------------------------------------------------------------------
     def build_model(self, info: DatasetInfo) -> nn.Module:
-        backbone = create_backbone(self.cfg.backbone, info.in_channels, self.cfg.weights)
+        backbone = create_backbone(self.cfg.backbone, info.in_channels, self.cfg.weights, self.cfg.fc_add_dim)
         return LongTailNet(backbone, create_head(self.cfg.head, backbone.dim, info.num_classes,
                                                  self.cfg.cosine_scale))
 
@@ -52,8 +52,16 @@ class Method:
 
     def trainable_parameters(self, model: nn.Module) -> list[nn.Parameter] | list[dict[str, Any]]:
         """What SGD steps: parameters, or param-group dicts whose optional ``lr_scale`` multiplies
-        the scheduled lr (the trainer applies it every step)."""
-        return [p for p in model.parameters() if p.requires_grad]
+        the scheduled lr (the trainer applies it every step). With ``backbone_lr_scale`` != 1:
+        two groups, the backbone (fc_add included) at that scale and the rest (the head) at 1."""
+        scale = getattr(self.cfg, "backbone_lr_scale", 1.0)
+        backbone = getattr(model, "backbone", None)
+        if scale == 1.0 or backbone is None:
+            return [p for p in model.parameters() if p.requires_grad]
+        body = [p for p in backbone.parameters() if p.requires_grad]
+        taken = {id(p) for p in body}
+        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
+        return [g for g in ({"params": rest, "lr_scale": 1.0}, {"params": body, "lr_scale": scale}) if g["params"]]
 
     # --- training ----------------------------------------------------------------------------
     def create_sampler(self, labels: np.ndarray) -> Sampler:

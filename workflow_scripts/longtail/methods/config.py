@@ -189,6 +189,10 @@ class TrainConfig:
     # the weights a run keeps: the last epoch's, or those of the epoch with the highest val
     # accuracy (OLTR's code; the earliest on ties)
     select: str = "last"
+    # lr of the backbone (and its fc_add) = lr * backbone_lr_scale; the head trains at lr. OLTR's
+    # Places-LT stage 1: pretrained ResNet-152 at 0.001, classifier at 0.1 (scale 0.01).
+    backbone_lr_scale: float = 1.0
+    fc_add_dim: int = 0  # > 0: an fc + ReLU after pooling to this many dims (OLTR's use_fc, fc_add)
 
     def __post_init__(self) -> None:
         check_field_types(self)
@@ -204,6 +208,8 @@ class TrainConfig:
         check_positive("weight_decay", self.weight_decay, strict=False)
         check_positive("warmup_epochs", self.warmup_epochs, strict=False)
         check_positive("grad_clip", self.grad_clip, strict=False)
+        check_positive("backbone_lr_scale", self.backbone_lr_scale, strict=False)
+        check_positive("fc_add_dim", self.fc_add_dim, strict=False)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

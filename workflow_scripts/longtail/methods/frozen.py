@@ -56,8 +56,12 @@ def parent_backbone_name(parent: Mapping, requested: str | None, method: str) ->
 def parent_backbone(parent: Mapping, name: str, freeze: bool = True) -> Backbone:
     """The parent's backbone ``name`` with its weights (strict: every weight must be there)."""
     info = DatasetInfo.from_dict(parent["info"])
+    state = sub_state(parent["model"], "backbone.")
+    if "fc_add.weight" in state:  # model.pt of this method is rebuilt from its config alone
+        raise ValueError("the init_from run has an fc_add layer (fc_add_dim > 0), which frozen-backbone "
+                         "methods do not rebuild: train that run without fc_add_dim")
     backbone = create_backbone(name, info.in_channels, None)  # weights come from the parent, not torchvision
-    backbone.load_state_dict(sub_state(parent["model"], "backbone."), strict=True)
+    backbone.load_state_dict(state, strict=True)
     if freeze:
         backbone.requires_grad_(False)
     return backbone

@@ -25,7 +25,7 @@ class LDAM(Method):
     clips the gradient norm at ``grad_clip`` (see :class:`~longtail.methods.baselines.config.LDAMConfig`)."""
 
     def build_model(self, info: DatasetInfo) -> nn.Module:
-        backbone = create_backbone(self.cfg.backbone, info.in_channels, self.cfg.weights)
+        backbone = create_backbone(self.cfg.backbone, info.in_channels, self.cfg.weights, self.cfg.fc_add_dim)
         head = CosineClassifier(backbone.dim, info.num_classes, self.cfg.cosine_scale, learn_scale=False)
         return LongTailNet(backbone, head)
 

@@ -25,17 +25,19 @@ APPLY_TO = ("all", "tail")
 class MaskedTrainConfig(TrainConfig):
     """Plain training that never sees some classes (KT Table 2, "few-shot excluded" backbone).
 
-    Classes with fewer than ``exclude_fewer_than`` training images, plus ``exclude_labels``, are
-    dropped from the training sampler and their logits are masked out of the loss and of
-    predictions, so their classifier rows keep their initial values and are never used.
-    The paper removes the few-shot classes (n <= 20 on ImageNet-LT); with this workflow's
-    strict convention (few: n < shots.few) set ``exclude_fewer_than`` to ``shots.few``."""
+    Classes with at most ``exclude_at_most`` training images (the paper's few-shot classes,
+    n <= 20: ``exclude_at_most: 20``), or with fewer than ``exclude_fewer_than`` (the strict
+    convention's few-shot group, n < shots.few), plus ``exclude_labels``, are dropped from the
+    training sampler and their logits are masked out of the loss and of predictions, so their
+    classifier rows keep their initial values and are never used."""
 
+    exclude_at_most: int = 0
     exclude_fewer_than: int = 0
     exclude_labels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_positive("exclude_at_most", self.exclude_at_most, strict=False)
         check_positive("exclude_fewer_than", self.exclude_fewer_than, strict=False)
         if any(int(c) < 0 for c in self.exclude_labels):
             raise ParamError("exclude_labels",
@@ -45,8 +47,9 @@ class MaskedTrainConfig(TrainConfig):
 def excluded_classes(parent_config: dict, counts: Sequence[int]) -> list[int]:
     """Classes a (masked) backbone never saw in training: [] for any other run's config."""
     below = int(parent_config.get("exclude_fewer_than", 0) or 0)
+    at_most = int(parent_config.get("exclude_at_most", 0) or 0)
     labels = {int(c) for c in parent_config.get("exclude_labels", ()) or ()}
-    return sorted(labels | {i for i, n in enumerate(counts) if n < below})
+    return sorted(labels | {i for i, n in enumerate(counts) if n < below or n <= at_most})
 
 
 # Parameters each classifier reads (null in config: the default below); the others must stay

@@ -160,7 +160,7 @@ class PlainMasked(Plain):
     def build_model(self, info: DatasetInfo) -> nn.Module:
         self._mask = self._excluded(info.num_classes, info.class_counts)
         if bool(self._mask.all()):
-            raise ValueError("plain_masked excludes every class: lower exclude_fewer_than")
+            raise ValueError("plain_masked excludes every class: lower exclude_at_most / exclude_fewer_than")
         return super().build_model(info)
 
     def create_sampler(self, labels: np.ndarray) -> Sampler:

@@ -5,7 +5,9 @@ parent backbone, modulated attention on the last feature map (Eq. 5), the dynami
 meta-embedding (Eqs. 1-4), the squashing cosine classifier (Eq. 6) and the loss of Eq. 7.
 Defaults follow the authors' ImageNet-LT stage-2 config (zhmiao/OpenLongTailRecognition-OLTR,
 ``config/ImageNet_LT/stage_2_meta_embedding.py``) except the epoch count, which is kept short
-for the embedded CPU dataset (``config/presets/oltr_sweeps.yaml`` names the paper's 60).
+for the embedded CPU dataset (``config/presets/oltr_imagenet_lt.yaml`` names the paper's 60),
+the centroid-loss weight (the paper's 0.1) and ``fc_add_dim`` (0: no extra fc layer; the
+authors' ``use_fc`` is 512, which the ImageNet-LT / Places-LT presets set).
 
 The ablation runs of config.yaml are ``method: oltr`` with these switches in ``params``:
 
@@ -17,6 +19,7 @@ run                    memory  selector  reachability  attention
 ``oltr_reach``         yes     yes       yes           none
 ``oltr``               yes     yes       yes           modulated (Eq. 5)
 ``oltr_spatial_fmap``  yes     yes       yes           spatial on the feature map (Fig. 5c)
+``oltr_self_att``      yes     yes       yes           self-attention map only (Fig. 5c, presets)
 =====================  ======  ========  ============  ================
 """
 
@@ -29,6 +32,7 @@ from .. import register_config
 from ..config import ParamError, TrainConfig, check_choice, check_positive
 
 ATTENTIONS = ("none", "modulated", "spatial_fmap", "self")
+SPATIAL_ATTENTIONS = ("positional", "content")  # MA(f): the authors' fc over positions | query-key
 CENTROID_UPDATES = ("loss", "ema", "fixed")
 CENTROID_LOSS_ON = ("direct", "meta")
 EMBEDDINGS = ("meta", "direct")
@@ -38,9 +42,11 @@ HALLUCINATOR_INITS = ("parent", "random")
 @register_config("oltr")
 @dataclass(frozen=True)
 class OLTRConfig(TrainConfig):
-    """OLTR stage 2 (full model). ``lr`` is the learning rate of the new modules (attention,
-    hallucinator, selector, classifier); the parent backbone and the centroids use
-    ``lr * backbone_lr_scale`` and ``lr * centroid_lr_scale`` (authors: 0.1 / 0.01 / 0.01)."""
+    """OLTR stage 2 (full model). ``lr`` is the learning rate of the classifier side (hallucinator,
+    selector, cosine classifier: the authors' ``classifier`` network); the feature model
+    (parent backbone, its ``fc_add`` and the attention) uses ``lr * backbone_lr_scale`` and the
+    centroids ``lr * centroid_lr_scale`` (authors' ImageNet-LT: 0.1 / 0.01 / 0.01; Places-LT:
+    0.01 / 0.0001 / 0.01)."""
 
     epochs: int = 6
     batch_size: int = 128
@@ -55,9 +61,13 @@ class OLTRConfig(TrainConfig):
     reachability: bool = True  # scale by reachability_scale / gamma (Eqs. 2-3); off: scale 1
     attention: str = "modulated"  # none | modulated (Eq. 5) | spatial_fmap | self (SA only)
     attention_reduction: int = 2  # channels of the non-local block's theta/phi/g = C / reduction
+    # MA(f): positional = the authors' fc over the flattened map (C*H*W -> H*W), softmax over
+    # positions; content = a query-key attention over the positions (any map size)
+    spatial_attention: str = "positional"
+    input_size: int = 0  # input side the positional MA is sized for; 0 = the dataset's image size
     # --- dynamic meta-embedding ---
     reachability_scale: float = 10.0  # authors' code: confidence = 10 / min_i ||v - c_i||
-    squash_power: int = 2  # Eq. 6: ||v||^p / (1 + ||v||^p) * v / ||v||; p = 2 paper, p = 1 authors' code
+    squash_power: int = 1  # Eq. 6: ||v||^p / (1 + ||v||^p) * v / ||v||; p = 1 authors' code, p = 2 as printed
     hallucinator_init: str = "parent"  # parent: stage-1 linear classifier weights (authors); random
     embedding: str = "meta"  # what ``infer`` returns as the embedding (features parquet, t-SNE)
     # --- loss of Eq. 7 ---
@@ -69,9 +79,11 @@ class OLTRConfig(TrainConfig):
     # --- centroids (memory M) ---
     centroid_update: str = "loss"  # loss: SGD on L_LM, center-loss averaged gradient (authors); ema; fixed
     centroid_momentum: float = 0.9  # ema only: c <- m c + (1 - m) batch class mean
-    backbone_lr_scale: float = 0.1  # authors: feature model lr 0.01 vs classifier 0.1
-    centroid_lr_scale: float = 0.1  # authors: centroid (criterion) lr 0.01 vs classifier 0.1
-    freeze_backbone: bool = False  # Fig. 8a / Places-LT: backbone weights fixed in stage 2
+    backbone_lr_scale: float = 0.1  # authors' ImageNet-LT: feature model lr 0.01 vs classifier 0.1
+    centroid_lr_scale: float = 0.1  # authors' ImageNet-LT: centroid (criterion) lr 0.01 vs classifier 0.1
+    # Fig. 8a / Places-LT: the backbone's weights fixed in stage 2; the attention and fc_add still
+    # train at the feature-model lr (the authors' ``fix`` spares 'modulatedatt' and 'fc' weights)
+    freeze_backbone: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -79,6 +91,8 @@ class OLTRConfig(TrainConfig):
             raise ParamError("head",
                              f"head must be 'cosine' for OLTR (squashing cosine classifier, Eq. 6), got '{self.head}'")
         check_choice("attention", self.attention, ATTENTIONS)
+        check_choice("spatial_attention", self.spatial_attention, SPATIAL_ATTENTIONS)
+        check_positive("input_size", self.input_size, strict=False)
         check_choice("centroid_update", self.centroid_update, CENTROID_UPDATES)
         check_choice("centroid_loss_on", self.centroid_loss_on, CENTROID_LOSS_ON)
         check_choice("embedding", self.embedding, EMBEDDINGS)

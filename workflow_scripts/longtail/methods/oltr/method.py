@@ -17,10 +17,12 @@ Stage 1 is the run named by ``init_from`` (a ``plain`` run). Stage 2:
   ``ema`` (moving class means, updated after the optimiser step) and ``fixed`` are alternatives;
 - class-aware sampling, 4 images per class (the ``class_balanced`` sampler).
 
-Deviations (documented choices): the shared trainer keeps the last epoch (the authors keep the
-best val epoch); the attention modules learn at the new modules' lr (the authors' feature-model
-lr is 10x lower); MA(f) is a query-key attention over positions rather than an fc over a fixed
-7x7 map (see :mod:`longtail.methods.oltr.modules`).
+The feature model (backbone, its ``fc_add`` and the attention) learns at ``lr *
+backbone_lr_scale`` as the authors' ``feat_model`` optimiser group; ``freeze_backbone`` fixes only
+the backbone's own weights, as their ``fix`` (attention and fc_add train).
+
+Deviation (documented choice): the shared trainer keeps the last epoch (the authors keep the
+best val epoch).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from ...trainer import TrainBatch, TrainRun
 from .. import register_method
 from ..base import Method
 from ..frozen import class_means, parent_tensors, sub_state
-from .modules import OLTRNet, centroid_loss, ema_update
+from .modules import OLTRNet, centroid_loss, ema_update, feature_map_size
 
 
 @register_method("oltr")
@@ -51,14 +53,26 @@ class OLTR(Method):
     # --- model -------------------------------------------------------------------------------
     def build_model(self, info: DatasetInfo) -> OLTRNet:
         cfg = self.cfg
-        backbone = create_backbone(cfg.backbone, info.in_channels, None)  # weights come from the parent
+        # weights come from the parent; fc_add (authors' use_fc) is the parent's or a fresh one
+        backbone = create_backbone(cfg.backbone, info.in_channels, None, cfg.fc_add_dim)
+        map_size = None
+        if cfg.attention not in ("none", "self") and cfg.spatial_attention == "positional":
+            side = cfg.input_size or info.image_size
+            if side <= 0:
+                raise ValueError("spatial_attention 'positional' needs the input size: set input_size "
+                                 "(the dataset does not record its image size)")
+            map_size = feature_map_size(backbone, info.in_channels, side)
         model = OLTRNet(backbone, info.num_classes, attention=cfg.attention,
                         attention_reduction=cfg.attention_reduction, memory=cfg.memory, selector=cfg.selector,
                         reachability=cfg.reachability, reachability_scale=cfg.reachability_scale,
-                        cosine_scale=cfg.cosine_scale, squash_power=cfg.squash_power)
+                        cosine_scale=cfg.cosine_scale, squash_power=cfg.squash_power,
+                        spatial_attention=cfg.spatial_attention, map_size=map_size)
         model.meta.centroids.requires_grad_(cfg.centroid_update == "loss")
         if cfg.freeze_backbone:
             model.backbone.requires_grad_(False)
+            fc_add = model.backbone._modules.get("fc_add")
+            if fc_add is not None:
+                fc_add.requires_grad_(True)
         return model
 
     def init_model(self, model: nn.Module, parent: Mapping | None) -> None:
@@ -71,7 +85,17 @@ class OLTR(Method):
             raise ValueError(f"backbone '{self.cfg.backbone}' differs from the init_from run's '{parent_backbone}'; "
                              "set the same backbone in params")
         state = parent["model"]
-        model.backbone.load_state_dict(sub_state(state, "backbone."), strict=True)
+        weights = sub_state(state, "backbone.")
+        has_fc = "fc_add" in model.backbone._modules
+        if "fc_add.weight" in weights and not has_fc:
+            raise ValueError(f"the init_from run has an fc_add layer ({tuple(weights['fc_add.weight'].shape)}): "
+                             "set the same fc_add_dim in params")
+        # a parent without fc_add (ResNet-10 on ImageNet-LT) leaves stage 2's fc_add fresh
+        self.fresh_fc_add = has_fc and "fc_add.weight" not in weights
+        missing, unexpected = model.backbone.load_state_dict(weights, strict=False)
+        bad = [k for k in missing if not (self.fresh_fc_add and k.startswith("fc_add."))] + list(unexpected)
+        if bad:
+            raise ValueError(f"the init_from run's backbone does not match (keys {bad[:4]}...)")
         w = state.get("head.weight")
         if self.cfg.hallucinator_init == "parent" and w is not None and w.shape == model.meta.hallucinator.weight.shape:
             with torch.no_grad():
@@ -83,9 +107,11 @@ class OLTR(Method):
                     model.meta.hallucinator.bias.zero_()
 
     def trainable_parameters(self, model: nn.Module) -> list[dict[str, Any]]:
-        """Three SGD groups with an ``lr_scale`` each (applied by the trainer):
-        new modules 1, parent backbone ``backbone_lr_scale``, centroids ``centroid_lr_scale``."""
-        backbone = [p for p in model.backbone.parameters() if p.requires_grad]
+        """Three SGD groups with an ``lr_scale`` each (applied by the trainer), as the authors'
+        optimisers: classifier side (T_hal, T_sel, cosine classifier) 1; feature model (backbone,
+        fc_add, attention) ``backbone_lr_scale``; centroids ``centroid_lr_scale``."""
+        feature_model = [model.backbone] + ([model.attention] if model.attention is not None else [])
+        backbone = [p for m in feature_model for p in m.parameters() if p.requires_grad]
         centroids = [p for p in (model.meta.centroids,) if p.requires_grad]
         taken = {id(p) for p in backbone} | {id(model.meta.centroids)}
         new = [p for p in model.parameters() if p.requires_grad and id(p) not in taken]
@@ -123,10 +149,12 @@ class OLTR(Method):
                        self.cfg.centroid_momentum)
 
     def init_centroids(self, model: OLTRNet, run: TrainRun) -> None:
-        """Memory M <- class means of the parent's training embeddings (else of the model's own
-        v_direct, which equals the parent's at initialisation: SA starts at 0)."""
+        """Memory M <- class means of the parent's training embeddings (else, or with a fresh
+        fc_add, of the model's own v_direct: the authors' ``centroids_cal`` on the stage-2 feature
+        model; SA starts at 0 and MA * 0 = 0, so only a fresh fc_add differs from the parent)."""
         k, dim = model.meta.centroids.shape
-        if run.parent_features is not None and "train" in run.parent_features:
+        fresh_fc = getattr(self, "fresh_fc_add", False)  # the parent's features are not v_direct then
+        if not fresh_fc and run.parent_features is not None and "train" in run.parent_features:
             x, labels = parent_tensors(run, "train")
             if x.shape[1] != dim:
                 raise ValueError(f"parent features have {x.shape[1]} dims, the backbone embeds into "

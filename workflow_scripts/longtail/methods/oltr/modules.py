@@ -16,6 +16,7 @@ from torch import nn
 
 from ...models import Backbone
 from ..frozen import class_means
+from .config import SPATIAL_ATTENTIONS
 
 EPS = 1e-12
 
@@ -52,12 +53,11 @@ class SelfAttention(nn.Module):
 
 
 class ConditionalSpatialAttention(nn.Module):
-    """MA(f): one softmax-normalised weight per position, conditioned on the whole map.
+    """MA(f), ``spatial_attention: content``: one softmax weight per position from its content.
 
-    The paper calls MA "a conditional attention function [Vaswani et al.] with a softmax". Here a
-    query from the globally pooled map attends over the positions' keys (scaled dot product), which
-    works for any map size. (The authors' code uses an fc layer over the flattened 7x7 map, which
-    fixes the input resolution; ours is our choice.) Output (B, 1, H, W), summing to 1 over H x W.
+    The paper calls MA "a conditional attention function [Vaswani et al.] with a softmax"; this
+    reading lets a query from the globally pooled map attend over the positions' keys (scaled dot
+    product), so it works for any map size. Output (B, 1, H, W), summing to 1 over H x W.
     """
 
     def __init__(self, channels: int, reduction: int = 2) -> None:
@@ -74,24 +74,55 @@ class ConditionalSpatialAttention(nn.Module):
         return torch.softmax(scores, dim=1).view(b, 1, h, w)
 
 
+class PositionalSpatialAttention(nn.Module):
+    """MA(f), ``spatial_attention: positional`` (the authors' ``fc_spatial``): one fc layer from
+    the whole flattened map (C*H*W) to H*W scores, softmax over positions. Each output position
+    has its own weights, so the map size is fixed at construction (7x7 for a 224 crop of a
+    ResNet). Output (B, 1, H, W), summing to 1 over H x W."""
+
+    def __init__(self, channels: int, map_size: tuple[int, int]) -> None:
+        super().__init__()
+        self.map_size = (int(map_size[0]), int(map_size[1]))
+        h, w = self.map_size
+        self.fc = nn.Linear(channels * h * w, h * w)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = f.shape
+        if (h, w) != self.map_size:
+            raise ValueError(f"positional spatial attention was built for a {self.map_size[0]}x{self.map_size[1]} "
+                             f"feature map, got {h}x{w}: set input_size to the training crop size")
+        return torch.softmax(self.fc(f.flatten(1)), dim=1).view(b, 1, h, w)
+
+
 class ModulatedAttention(nn.Module):
     """Attention on the last feature map; ``mode``:
 
     - ``modulated`` (Eq. 5): f_att = f + MA(f) * SA(f), spatial attention on the self-attention map;
     - ``spatial_fmap`` (Fig. 5c baseline): f_att = f + MA(f) * f, spatial attention on the map itself;
     - ``self`` (Fig. 5c "self attention map only"): f_att = f + SA(f).
-    The output has the input's shape.
+    MA is ``positional`` (needs ``map_size``) or ``content`` (any size). The output has the
+    input's shape.
     """
 
     MODES = ("modulated", "spatial_fmap", "self")
 
-    def __init__(self, channels: int, mode: str = "modulated", reduction: int = 2) -> None:
+    def __init__(self, channels: int, mode: str = "modulated", reduction: int = 2, *,
+                 spatial: str = "content", map_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         if mode not in self.MODES:
             raise ValueError(f"attention mode '{mode}' is unknown; choose one of {list(self.MODES)}")
+        if spatial not in SPATIAL_ATTENTIONS:
+            raise ValueError(f"spatial attention '{spatial}' is unknown; choose one of {list(SPATIAL_ATTENTIONS)}")
         self.mode = mode
         self.sa = SelfAttention(channels, reduction) if mode in ("modulated", "self") else None
-        self.ma = ConditionalSpatialAttention(channels, reduction) if mode != "self" else None
+        self.ma = None
+        if mode != "self":
+            if spatial == "positional":
+                if map_size is None:
+                    raise ValueError("positional spatial attention needs the feature map size")
+                self.ma = PositionalSpatialAttention(channels, map_size)
+            else:
+                self.ma = ConditionalSpatialAttention(channels, reduction)
 
     def forward(self, f: torch.Tensor) -> torch.Tensor:
         if self.mode == "self":
@@ -106,7 +137,7 @@ def reachability(v: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return torch.cdist(v.float(), centroids.float()).min(dim=1).values
 
 
-def squash(v: torch.Tensor, power: int = 2) -> torch.Tensor:
+def squash(v: torch.Tensor, power: int = 1) -> torch.Tensor:
     """Eq. 6: ||v||^p / (1 + ||v||^p) * v / ||v|| (p = 2 as printed, p = 1 in the authors' code).
 
     Small vectors shrink towards 0, large ones get a length just below 1."""
@@ -154,7 +185,7 @@ class SquashCosineClassifier(nn.Module):
     """logits = scale * <squash(v), w_k / ||w_k||> (Eq. 6, no bias), fixed scale 16 as in the
     authors' CosNorm_Classifier; weights uniform(+-1/sqrt(D)) like theirs."""
 
-    def __init__(self, dim: int, num_classes: int, scale: float = 16.0, power: int = 2) -> None:
+    def __init__(self, dim: int, num_classes: int, scale: float = 16.0, power: int = 1) -> None:
         super().__init__()
         self.scale, self.power = scale, power
         bound = 1.0 / math.sqrt(dim)
@@ -165,19 +196,22 @@ class SquashCosineClassifier(nn.Module):
 
 
 class OLTRNet(nn.Module):
-    """Stage-2 network: backbone.forward_map -> attention -> backbone.embed = v_direct ->
-    meta-embedding -> squashing cosine classifier. ``forward`` returns logits."""
+    """Stage-2 network: backbone.forward_map -> attention -> backbone.embed (+ its fc_add, if
+    any) = v_direct -> meta-embedding -> squashing cosine classifier. ``forward`` returns logits.
+    ``spatial_attention: positional`` needs ``map_size`` (the last feature map's H, W)."""
 
     def __init__(self, backbone: Backbone, num_classes: int, *, attention: str = "modulated",
                  attention_reduction: int = 2, memory: bool = True, selector: bool = True,
                  reachability: bool = True, reachability_scale: float = 10.0, cosine_scale: float = 16.0,
-                 squash_power: int = 2, map_channels: int | None = None) -> None:
+                 squash_power: int = 1, map_channels: int | None = None, spatial_attention: str = "content",
+                 map_size: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.backbone = backbone
         self.attention = None
         if attention != "none":
             channels = map_channels or feature_map_channels(backbone)
-            self.attention = ModulatedAttention(channels, attention, attention_reduction)
+            self.attention = ModulatedAttention(channels, attention, attention_reduction,
+                                                spatial=spatial_attention, map_size=map_size)
         self.meta = MetaEmbedding(backbone.dim, num_classes, memory=memory, selector=selector,
                                   reachability=reachability, reachability_scale=reachability_scale)
         self.classifier = SquashCosineClassifier(backbone.dim, num_classes, cosine_scale, squash_power)
@@ -187,7 +221,7 @@ class OLTRNet(nn.Module):
         fmap = self.backbone.forward_map(x)
         if self.attention is not None:
             fmap = self.attention(fmap)
-        return self.backbone.embed(fmap)
+        return self.backbone.project(self.backbone.embed(fmap))
 
     def forward_all(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Everything a training step needs: direct, meta, logits (+ the meta-embedding parts)."""
@@ -202,6 +236,19 @@ class OLTRNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_all(x)["logits"]
+
+
+@torch.no_grad()
+def feature_map_size(backbone: Backbone, in_channels: int, input_size: int) -> tuple[int, int]:
+    """(H, W) of ``backbone.forward_map`` for a square input of side ``input_size`` (one dummy
+    forward in eval mode, so no BatchNorm statistics move)."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        fmap = backbone.forward_map(torch.zeros(1, in_channels, input_size, input_size))
+    finally:
+        backbone.train(was_training)
+    return int(fmap.shape[2]), int(fmap.shape[3])
 
 
 def feature_map_channels(backbone: Backbone) -> int:
