@@ -10,9 +10,10 @@ and this script rewrites what lies between them; the begin line and everything o
 blocks stay byte for byte. The word after ``results:begin`` names the kind of block, the
 ``key=value`` pairs after it its options:
 
-``table dataset=D [columns=A,B,...]``
+``table dataset=D [columns=A,B,...] [runs="A;B;..."]``
     ``<results>/tables/D.csv`` (the workflow's table): one row per run, mean (± std over seeds)
-    with two decimals, as in ``D.md``. ``columns`` picks and orders columns (default: all).
+    with two decimals, as in ``D.md``. ``columns`` picks and orders columns (default: all);
+    ``runs`` picks and orders rows by their Run title, ";"-separated (default: all).
 ``data dataset=D``
     Images per class and split from ``<results>/data/D/class_counts.parquet``, plus the open set's
     size from ``samples.parquet``.
@@ -136,6 +137,13 @@ def block_table(ctx: Context, opts: dict[str, str], what: str) -> str:
         if unknown:
             raise DocsError(f"{what}: {path} has no column(s) {unknown}; it has {shown}")
         shown = wanted
+    if "runs" in opts:  # a subset of the rows, in the order given (the table's Run titles, ";"-separated)
+        wanted = [r.strip() for r in opts["runs"].split(";") if r.strip()]
+        by_run = {row["Run"]: row for row in rows}
+        unknown = [r for r in wanted if r not in by_run]
+        if unknown:
+            raise DocsError(f"{what}: {path} has no row(s) {unknown}; it has {list(by_run)}")
+        rows = [by_run[r] for r in wanted]
     if not rows:
         raise DocsError(f"{what}: {path} has no rows")
     body = []

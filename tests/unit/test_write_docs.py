@@ -271,3 +271,11 @@ def test_claims_block_pairs_seeds_and_states_each_verdict(tmp_path):
     assert mmn[4:] == ["20.00 ± 0.00", "holds (3/3 seeds)"]
     assert rows["KT: ensemble's few-shot accuracy above the cosine classifier"][-1] == \
         "not measured (no kt_ensemble, kt_backbone results)"
+
+
+def test_runs_option_picks_and_orders_rows_and_names_an_unknown_one(tmp_path):
+    results = make_results(tmp_path)
+    out = write_docs.render(doc('table dataset=toy columns=Run,Few runs="kt_wh;plain"'), ctx_for(results))
+    assert table_rows(out) == [["Run", "Few"], ["kt_wh", "69.50"], ["plain", "0.00 ± 0.00"]]
+    with pytest.raises(DocsError, match=r"no row\(s\) \['ghost'\]"):
+        write_docs.render(doc('table dataset=toy runs="plain;ghost"'), ctx_for(results))
