@@ -112,12 +112,12 @@ def test_crt_uses_class_balanced_sampling_with_four_per_class():
     sampler = method.create_sampler(np.repeat([0, 1, 2], [30, 12, 4]))
     idx = sampler.indices(0, np.random.default_rng(0))
     labels = np.repeat([0, 1, 2], [30, 12, 4])[idx]
-    assert len(idx) == 30 * 3  # max_c n_c x C draws an epoch, as decoupling's ClassAwareSampler
-    assert (labels[:88].reshape(-1, 4) == labels[:88].reshape(-1, 4)[:, :1]).all()  # chunks of 4 of one class
+    assert len(idx) == 46  # N draws an epoch: decoupling's loop stops after int(N / batch) steps
+    assert (labels[:44].reshape(-1, 4) == labels[:44].reshape(-1, 4)[:, :1]).all()  # chunks of 4 of one class
     assert method.cfg.epochs == 10
 
 
-CRT_PARAMS = {"epochs": 3, "batch_size": 8, "lr": 0.1}  # an epoch of 30 x 3 = 90 draws: 12 batches, the last of 2
+CRT_PARAMS = {"epochs": 3, "batch_size": 8, "lr": 0.1}  # an epoch of N draws, the last batch partial
 
 
 def fresh_crt(parent: dict, init_seed: int = 0):

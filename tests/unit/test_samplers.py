@@ -47,28 +47,30 @@ def test_sqrt_frequencies_follow_sqrt_counts():
 def test_class_balanced_uniform_in_chunks_of_per_class():
     s = create_sampler("class_balanced", LABELS, per_class=4)
     idx = s.indices(0, np.random.default_rng(1))
-    assert len(idx) == 4 * 400  # max_c n_c x C, as the reference ClassAwareSampler
-    chunks = LABELS[idx].reshape(-1, 4)
+    # N = 529 draws, as the references' epoch of int(N / batch) steps: 133 groups of 4, the last cut to 1
+    assert len(idx) == N == 529
+    chunks = LABELS[idx[:528]].reshape(-1, 4)
     assert (chunks == chunks[:, :1]).all()  # each chunk of 4 comes from one class
     per_class = np.bincount(chunks[:, 0], minlength=4)
-    assert per_class.tolist() == [100] * 4  # 400 chunks in 100 shuffled rounds of the 4 classes
-    np.testing.assert_allclose(_freq("class_balanced", range(5), per_class=4), 0.25)
+    # 132 full chunks = 33 shuffled rounds of the 4 classes
+    assert per_class.tolist() == [33] * 4
+    np.testing.assert_allclose(_freq("class_balanced", range(20), per_class=4), 0.25, atol=0.005)
     # the 4-image class gives all of its images in each of its chunks
-    tail_chunk = idx.reshape(-1, 4)[chunks[:, 0] == 3][0]
+    tail_chunk = idx[:528].reshape(-1, 4)[chunks[:, 0] == 3][0]
     assert sorted(tail_chunk) == sorted(np.flatnonzero(LABELS == 3))
 
 
 def test_class_balanced_epoch_length_and_per_class_cycles_by_hand():
-    # counts (5, 2, 1): an epoch is max n_c x C = 5 x 3 = 15 draws (the training split has 8
-    # images), i.e. ceil(15 / 2) = 8 groups of 2, the last one cut to one draw
+    # counts (5, 2, 1): an epoch is N = 8 draws (not max n_c x C = 15, the sampler length the
+    # references never reach), i.e. 4 groups of 2: one shuffled round of the 3 classes + 1 group
     labels = np.array([0, 1, 0, 2, 0, 1, 0, 0])
     s = create_sampler("class_balanced", labels, per_class=2)
     for seed in range(20):
         idx = s.indices(0, np.random.default_rng(seed))
-        assert len(idx) == 15
-        groups = labels[np.append(idx, -1)].reshape(8, 2)[:, 0]
-        # 8 groups = 2 full shuffled rounds of the 3 classes + 2 groups of a third round
-        assert np.all(np.sort(groups[:3]) == [0, 1, 2]) and np.all(np.sort(groups[3:6]) == [0, 1, 2])
+        assert len(idx) == 8
+        groups = labels[idx].reshape(4, 2)
+        assert (groups == groups[:, :1]).all()
+        assert np.all(np.sort(groups[:3, 0]) == [0, 1, 2])
         for c in range(3):
             mine = idx[labels[idx] == c]
             n_c = int(np.sum(labels == c))
@@ -79,9 +81,9 @@ def test_class_balanced_epoch_length_and_per_class_cycles_by_hand():
 
 
 def test_class_balanced_with_more_per_class_than_the_largest_class():
-    labels = np.array([0, 0, 1, 2])  # 6 draws in groups of 4: 2 groups, one class left out
+    labels = np.array([0, 0, 1, 2])  # 4 draws in one group of 4: one class, its images repeated
     idx = create_sampler("class_balanced", labels, per_class=4).indices(0, np.random.default_rng(0))
-    assert len(idx) == 6 and len(set(labels[idx[:4]])) == 1
+    assert len(idx) == 4 and len(set(labels[idx])) == 1
 
 
 def test_progressive_interpolates_from_instance_to_uniform():
@@ -113,5 +115,5 @@ def test_deterministic_given_rng_and_epoch_length(name):
     a = s.indices(2, np.random.default_rng([0, 2]))
     assert np.array_equal(a, s.indices(2, np.random.default_rng([0, 2])))
     assert not np.array_equal(a, s.indices(2, np.random.default_rng([1, 2])))
-    expected_len = {"oversample": 4 * 400, "undersample": 4 * 4, "class_balanced": 4 * 400}.get(name, N)
+    expected_len = {"oversample": 4 * 400, "undersample": 4 * 4}.get(name, N)
     assert len(a) == expected_len and a.min() >= 0 and a.max() < N

@@ -94,10 +94,13 @@ class ClassAwareSampler(Sampler):
     contributes the next ``per_class`` images of its own shuffled cycle (every image of the class
     once before any repeats), so a batch holds batch_size/per_class classes.
 
-    Epoch length = max_c n_c x C (the reference samplers' ``num_samples``), not the number of
-    training images: an epoch holds as many draws as an over-sampled epoch. Unlike the
-    references, whose cycles carry their position from one epoch into the next, every epoch
-    starts fresh cycles, so an epoch's indices depend on (labels, epoch, rng) only."""
+    Epoch length = the number of training images N. The reference samplers are max_c n_c x C
+    long (their ``num_samples``), but both reference training loops stop an epoch after
+    ``epoch_steps = int(N / batch_size)`` steps ("based on actual number of training data instead
+    of oversampled data number", decoupling's and OLTR's ``run_networks.py``), so an epoch there
+    sees N images too. Unlike the references, whose cycles carry their position from one epoch
+    into the next, every epoch starts fresh cycles, so an epoch's indices depend on (labels,
+    epoch, rng) only."""
 
     def __init__(self, labels: np.ndarray, num_epochs: int = 1, per_class: int = 4) -> None:
         if per_class < 1:
@@ -109,7 +112,7 @@ class ClassAwareSampler(Sampler):
         return np.full(len(self.classes), 1.0 / len(self.classes))
 
     def epoch_length(self) -> int:
-        return int(self.counts.max()) * len(self.classes)
+        return len(self.labels)
 
     def indices(self, epoch: int, rng: np.random.Generator) -> np.ndarray:
         n, k = self.epoch_length(), self.per_class
