@@ -83,17 +83,21 @@ class LeNet(Backbone):
         return F.relu(self.fc(torch.flatten(fmap, 1)))
 
 
+def _no_weights(name: str, weights: str | None) -> None:
+    if weights:
+        raise ValueError(f"{name} has no pretrained weights; set weights: null")
+
+
 @register_backbone("lenet")
 def lenet(in_channels: int = 1, weights: str | None = None) -> Backbone:
-    if weights:
-        raise ValueError("lenet has no pretrained weights; set weights: null")
+    _no_weights("lenet", weights)
     return LeNet(in_channels)
 
 
 class LeNet5(Backbone):
     """LeNet-5 (LeCun et al. 1998) with ReLU and max-pooling: 6 and 16 5x5 filters, fc 120 -> 84.
 
-    The embedded default: on one CPU thread it trains ~3x and infers ~8x faster than ``lenet``
+    On one CPU thread it trains ~3x and infers ~8x faster than ``lenet``
     (benchmarks/trainer_throughput.py), which keeps the whole default run within minutes. The
     embedding is fc2's 84 ReLU units; MFM modulates it as ``backbone.fc2`` (its last hidden layer)."""
 
@@ -116,8 +120,7 @@ class LeNet5(Backbone):
 
 @register_backbone("lenet5")
 def lenet5(in_channels: int = 1, weights: str | None = None) -> Backbone:
-    if weights:
-        raise ValueError("lenet5 has no pretrained weights; set weights: null")
+    _no_weights("lenet5", weights)
     return LeNet5(in_channels)
 
 
@@ -142,8 +145,7 @@ class LeNet5BN(LeNet5):
 
 @register_backbone("lenet5_bn")
 def lenet5_bn(in_channels: int = 1, weights: str | None = None) -> Backbone:
-    if weights:
-        raise ValueError("lenet5_bn has no pretrained weights; set weights: null")
+    _no_weights("lenet5_bn", weights)
     return LeNet5BN(in_channels)
 
 
@@ -174,8 +176,7 @@ class LeNet5GAP(Backbone):
 
 @register_backbone("lenet5_gap")
 def lenet5_gap(in_channels: int = 1, weights: str | None = None) -> Backbone:
-    if weights:
-        raise ValueError("lenet5_gap has no pretrained weights; set weights: null")
+    _no_weights("lenet5_gap", weights)
     return LeNet5GAP(in_channels)
 
 
