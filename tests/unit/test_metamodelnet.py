@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -397,6 +398,13 @@ def test_classifier_alone_is_theta_star_for_every_class_and_the_full_method_chan
     torch.testing.assert_close(alone.head.weight, w)
     torch.testing.assert_close(alone.head.bias, b)
     assert len(hist) == 1  # no meta-network stages
+    # nothing trained: NaN loss and NaN lr, as the training-free methods, which collapse_reason
+    # does not read as a divergence
+    assert np.isnan(hist["loss"].iloc[0]) and np.isnan(hist["lr"].iloc[0])
+    from longtail.metrics import collapse_reason
+
+    ok = pd.DataFrame({"split": ["val", "val", "test", "test"], "label": [0, 1, 0, 1], "pred": [0, 1, 0, 1]})
+    assert collapse_reason(ok, 2, hist) is None
     assert not any(p.abs().sum() > 0 for p in alone.head.metanet.blocks[-1].f[-1].parameters())  # untouched
     # the full method keeps the head rows at theta* and replaces the tail rows (n <= 2^3 = 8:
     # classes 2 and 3 with 5 and 2 images) by F(theta_n)

@@ -155,7 +155,9 @@ class MetaModelNet(FrozenBackboneMethod):
             last = [r for r in rows if r["stage"] == si]
             hist.append({"epoch": si + 1, "loss": last[-1]["loss"] if last else math.nan,
                          "train_acc": math.nan, "val_acc": accs["final"] if si == len(plan) - 1 else math.nan,
-                         "lr": cfg.lr, "seconds": time.perf_counter() - t0})
+                         # a stage without meta-network steps (the classifier alone) trained nothing:
+                         # NaN lr, as the training-free methods write, so no NaN loss reads as a divergence
+                         "lr": cfg.lr if last else math.nan, "seconds": time.perf_counter() - t0})
         for r in rows:
             print(f"stage {r['stage']} block {r['block']} step {r['step']}: loss {r['loss']:.4f} "
                   f"(regression {r['regression']:.4f}, task {r['task']:.4f}, {r['models']} models)", file=sys.stderr)
