@@ -57,6 +57,7 @@ def curated_splits(dataset: str = "glyph_lt") -> tuple[SplitData, SplitData, Dat
     ds = config["datasets"][dataset]
     cur = dict(ds["curation"])
     seed = cur.pop("seed", 0)
+    cur.pop("far_open", None)  # the train and val splits only: no far open set to load
     cur.setdefault("shots", config.get("shots", {}))
     source = load_source(ds["source"]["name"], {k: v for k, v in ds["source"].items() if k != "name"})
     samples, _ = curate(source, CurationConfig.from_dict(cur), seed=seed)

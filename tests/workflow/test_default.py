@@ -234,8 +234,9 @@ def test_smoke_predictions_come_from_the_saved_model(smoke):
 @pytest.mark.slow
 def test_smoke_history_and_config(smoke):
     h = read(smoke, f"{RUN_DIR}/history.parquet")
-    assert list(h.columns) == ["epoch", "loss", "train_acc", "val_acc", "lr", "seconds"]
+    assert list(h.columns) == ["epoch", "loss", "train_acc", "val_acc", "lr", "seconds", "selected"]
     assert h["epoch"].tolist() == [1, 2]  # one row per epoch
+    assert h["selected"].tolist() == [False, True]  # select: last (the default) keeps the last epoch
     assert np.isfinite(h[["loss", "train_acc", "val_acc", "lr", "seconds"]].to_numpy()).all()
     cfg = yaml.safe_load((smoke / RUN_DIR / "config.yaml").read_text())
     assert cfg["run"] == "plain" and cfg["method"] == "plain" and cfg["seed"] == 0
