@@ -12,7 +12,8 @@ blocks stay byte for byte. The word after ``results:begin`` names the kind of bl
 
 ``table dataset=D [columns=A,B,...] [runs="A;B;..."]``
     ``<results>/tables/D.csv`` (the workflow's table): one row per run, mean (± std over seeds)
-    with two decimals, as in ``D.md``. ``columns`` picks and orders columns (default: all);
+    with two decimals, as in ``D.md``; "collapsed" in every cell of a run with a collapsed seed.
+    ``columns`` picks and orders columns (default: all);
     ``runs`` picks and orders rows by their Run title, ";"-separated (default: all).
 ``data dataset=D``
     Images per class and split from ``<results>/data/D/class_counts.parquet``, plus the open set's
@@ -149,11 +150,14 @@ def block_table(ctx: Context, opts: dict[str, str], what: str) -> str:
     body = []
     for row in rows:
         cells = []
+        collapsed = _float(row.get("Collapsed")) > 0  # NaN (no column) compares False
         for col in shown:
             if col == "Run":
                 cells.append(row[col])
-            elif col == "Seeds":
+            elif col in ("Seeds", "Collapsed"):
                 cells.append(str(int(_float(row[col]))) if row[col] else DASH)
+            elif collapsed:  # as the workflow's .md: never a number of a collapsed run
+                cells.append("collapsed")
             else:
                 cells.append(fmt_cell(row[col], row.get(f"{col} std")))
         body.append(cells)

@@ -279,3 +279,13 @@ def test_runs_option_picks_and_orders_rows_and_names_an_unknown_one(tmp_path):
     assert table_rows(out) == [["Run", "Few"], ["kt_wh", "69.50"], ["plain", "0.00 ± 0.00"]]
     with pytest.raises(DocsError, match=r"no row\(s\) \['ghost'\]"):
         write_docs.render(doc('table dataset=toy runs="plain;ghost"'), ctx_for(results))
+
+
+def test_a_collapsed_run_shows_no_number(tmp_path):
+    results = tmp_path / "results"
+    (results / "tables").mkdir(parents=True)
+    (results / "tables" / "toy.csv").write_text("dataset,Run,Seeds,Collapsed,Overall,Overall std\n"
+                                                "toy,plain,3,0,75.5,1.0\ntoy,openmax,3,3,,\n")
+    rows = table_rows(write_docs.render(doc("table dataset=toy"), ctx_for(results)))
+    assert rows == [["Run", "Seeds", "Collapsed", "Overall"], ["plain", "3", "0", "75.50 ± 1.00"],
+                    ["openmax", "3", "3", "collapsed"]]
