@@ -44,7 +44,7 @@ OVERLAYS = ROOT / "tests" / "configs" / "preset_overlays"
 OVERLAY_KEYS = {
     "datasets": {"runs", "source.root", "source.download", "source.image_size", "curation.n_max",
                  "curation.test_per_class"},
-    "runs": {"params.epochs", "params.milestones", "params.weights", "params.steps"},
+    "runs": {"params.epochs", "params.milestones", "params.weights", "params.steps", "params.subsets"},
 }
 # Top-level keys an overlay may set, and the one value each may take: without pretrained weights a
 # ResNet-152's features overflow float16's range, so the toy caches them as float32.
@@ -134,8 +134,9 @@ def test_mfm_mit67_preset_trains_at_toy_size(tmp_path: Path):
 
 @pytest.mark.slow
 def test_mmn_sun397_preset_trains_at_toy_size(tmp_path: Path):
-    """Frozen ResNet-152 features, a cRT-style baseline on them, MetaModelNet with the paper's bank
-    and its classifier alone, from an ImageFolder tree with a natural long tail (profile none)."""
+    """Frozen ResNet-152 features, cRT-style baselines on them, MetaModelNet's three variants (7
+    blocks, a tenth of the paper's bank) and its classifier alone, from an ImageFolder tree with a
+    natural long tail (profile none)."""
     write_image_folder(tmp_path / "work" / "data" / "sun397", classes=5, train=[300, 150, 60, 20, 8], test=4)
     work = _run_toy("mmn_sun397", tmp_path, ["results/tables/sun_lt.csv"])
     table = pd.read_csv(work / "results" / "tables" / "sun_lt.csv")
