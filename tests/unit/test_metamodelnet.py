@@ -299,6 +299,27 @@ def test_task_loss_is_cross_entropy_with_the_predicted_row_swapped_in():
         assert float(got[b]) == pytest.approx(float(ref), rel=1e-5)
 
 
+def test_task_loss_holds_when_one_logit_dominates():
+    """The stage-constant leave-one-out logsumexp must not cancel when a head row's logit is far
+    above the rest (large theta*): the reference is the CE with the row swapped in, in float64."""
+    torch.manual_seed(1)
+    star = torch.randn(5, 4) * 40
+    head = torch.tensor([True, True, True, False, True])
+    z = torch.randn(12, 4)
+    y = torch.tensor([0, 1, 2, 4] * 3)
+    hat = torch.randn(5, 4) * 40
+    cls = torch.tensor([0, 1, 2, 4, 1])
+    task = M.head_task(star, head, z, y)
+    got = M.task_loss(hat, cls, task=task)
+    cols = torch.tensor([0, 1, 2, -1, 3])
+    for b in range(len(cls)):
+        rows = star[[0, 1, 2, 4]].double().clone()
+        rows[int(cols[cls[b]])] = hat[b].double()
+        ref = torch.nn.functional.cross_entropy(z.double() @ rows.T, cols[y])
+        assert float(got[b]) == pytest.approx(float(ref), rel=1e-4, abs=1e-3)
+    assert torch.isfinite(got).all()
+
+
 def test_configs_validate_and_name_the_key():
     assert make_config("metamodelnet").split == "recur"
     assert make_config("metamodelnet", {"split": "fix"}).split == "fix"

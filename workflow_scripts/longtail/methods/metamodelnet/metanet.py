@@ -674,25 +674,52 @@ class TrainData:
     task_y: torch.Tensor  # (n,)
 
 
-def task_loss(theta_hat: torch.Tensor, cls: torch.Tensor, theta_star: torch.Tensor, head: torch.Tensor,
-              z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+@dataclass(frozen=True)
+class HeadTask:
+    """What Eq. 1's performance term needs of a stage's head split that no model changes: each
+    sample's logits with every head row at theta*, and their logsumexp without each row in turn.
+    Computed once per stage, so that a step costs one (n, B) product, not an (n, B, H) tensor."""
+
+    z: torch.Tensor  # (n, d) head-split features
+    y_col: torch.Tensor  # (n,) their labels as head columns
+    col: torch.Tensor  # (C,) class -> head column (-1 outside the head)
+    base: torch.Tensor  # (n, H) logits at theta*
+    lse_without: torch.Tensor  # (n, H) logsumexp over the head rows except column j
+
+
+def head_task(theta_star: torch.Tensor, head: torch.Tensor, z: torch.Tensor, y: torch.Tensor) -> HeadTask:
+    """The stage-constant part of :func:`task_loss` (see :class:`HeadTask`)."""
+    hidx = torch.nonzero(head).squeeze(1)  # head classes, in label order
+    col = torch.full((len(head),), -1, dtype=torch.long, device=z.device)
+    col[hidx] = torch.arange(len(hidx), device=z.device)
+    with torch.no_grad():
+        base = z @ theta_star[hidx].T
+        # leave-one-out logsumexp in O(nH): relative to the row max m, every column but the arg-max
+        # keeps the max's own term 1 in the remaining sum (no cancellation); the arg-max column is
+        # computed with itself masked
+        m, arg = base.max(1, keepdim=True)
+        e = torch.exp(base - m)
+        rest = (e.sum(1, keepdim=True) - e).clamp_min(torch.finfo(base.dtype).tiny)
+        lse = m + torch.log(rest)
+        masked = base.scatter(1, arg, float("-inf"))
+        lse.scatter_(1, arg, torch.logsumexp(masked, 1, keepdim=True))
+    return HeadTask(z, col[y], col, base, lse)
+
+
+def task_loss(theta_hat: torch.Tensor, cls: torch.Tensor, theta_star: torch.Tensor | None = None,
+              head: torch.Tensor | None = None, z: torch.Tensor | None = None, y: torch.Tensor | None = None,
+              task: HeadTask | None = None) -> torch.Tensor:
     """Eq. 1's performance term per model: multi-class CE of g on the head-split data (z, y) when
     the predicted row theta_hat_p replaces its class's row among the head classes' theta*.
 
     theta_hat (B, d), cls (B,) in head; theta_star (C, d); head: (C,) bool; z (n, d), y (n,) all in
-    head. Returns (B,) mean CE over the n samples."""
-    hidx = torch.nonzero(head).squeeze(1)  # head classes, in label order
-    col = torch.full((len(head),), -1, dtype=torch.long, device=z.device)
-    col[hidx] = torch.arange(len(hidx), device=z.device)
-    base = z @ theta_star[hidx].T  # (n, H) logits with every row at theta*
-    own = z @ theta_hat.T  # (n, B) the predicted row's logits
-    c_col = col[cls]  # (B,)
-    # logsumexp over the head rows except the model's own class, then add its predicted logit
-    masked = base[:, None, :].expand(-1, len(cls), -1).clone()  # (n, B, H)
-    masked.scatter_(2, c_col[None, :, None].expand(len(z), -1, 1), float("-inf"))
-    lse = torch.logaddexp(torch.logsumexp(masked, 2), own)  # (n, B)
-    y_col = col[y]  # (n,)
-    target = torch.where(y_col[:, None] == c_col[None, :], own, base.gather(1, y_col[:, None]).expand(-1, len(cls)))
+    head -- or ``task``, their :func:`head_task`. Returns (B,) mean CE over the n samples."""
+    t = task if task is not None else head_task(theta_star, head, z, y)
+    c_col = t.col[cls]  # (B,)
+    own = t.z @ theta_hat.T  # (n, B) the predicted row's logits
+    lse = torch.logaddexp(t.lse_without[:, c_col], own)  # (n, B)
+    target = torch.where(t.y_col[:, None] == c_col[None, :], own,
+                         t.base.gather(1, t.y_col[:, None]).expand(-1, len(cls)))
     return (lse - target).mean(0)
 
 
@@ -726,6 +753,8 @@ def train_metanet(net: nn.Module, data: TrainData, plan: Sequence[Stage], cfg: M
         head = data.counts > st.threshold
         task_keep = head[data.task_y]
         z_t, y_t = data.task_z[task_keep], data.task_y[task_keep]
+        use_task = cfg.task_weight > 0 and int(head.sum()) >= 2
+        stage_task = head_task(data.theta_star, head, z_t, y_t) if use_task else None
         # a model's own class must be a head class of the task loss; else only regression applies
         if len(idx) == 0:
             rows.append({"stage": si, "block": -1 if st.block is None else st.block, "step": 0, "loss": math.nan,
@@ -747,8 +776,8 @@ def train_metanet(net: nn.Module, data: TrainData, plan: Sequence[Stage], cfg: M
             reg = ((pred - data.theta_star[cls]) ** 2).sum(1)  # (B,)
             in_head = head[cls]
             task = torch.zeros_like(reg)
-            if cfg.task_weight > 0 and bool(in_head.any()) and int(head.sum()) >= 2:
-                task[in_head] = task_loss(pred[in_head], cls[in_head], data.theta_star, head, z_t, y_t)
+            if stage_task is not None and bool(in_head.any()):
+                task[in_head] = task_loss(pred[in_head], cls[in_head], task=stage_task)
             loss = (reg + cfg.task_weight * task).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
