@@ -65,7 +65,7 @@ def test_main_job_analysis_sums_rules_and_projects_seeds(tmp_path):
     of two runs (train 10 + 20 s, evaluate 1 + 1 s) and a curation (5 s) and a table (1 s) that a
     run with more seeds does once. The log of train a ends with its CPU, 12 s, which wins over the
     benchmark file's sampled 10 s. Three seeds: 2 + 3 x 4 = 14 jobs, 6 + 3 x 34 = 108 CPU s,
-    >= 54 s on 2 cores."""
+    >= 54 s on 2 cores. Floor without overhead: (32 - 2 x 12) + 6 = 14 CPU s, >= 7 s."""
     bench = tmp_path / "results" / "benchmarks"
     for rel, cpu in [("train/ds/a/seed0.tsv", 10.0), ("train/ds/b/seed0.tsv", 20.0),
                      ("evaluate/ds/a/seed0.tsv", 1.0), ("evaluate/ds/b/seed0.tsv", 1.0),
@@ -81,6 +81,9 @@ def test_main_job_analysis_sums_rules_and_projects_seeds(tmp_path):
     assert "1 seed(s)" in out and "per seed: 34 CPU s" in out and "once per run: 6 CPU s" in out, out
     assert "projected for 3 seed(s): 14 jobs, 108 CPU s" in out, out
     assert "wall on 2 cores >= 54 s" in out, out
+    # the floor: train 32 CPU s less 2 jobs x the cheapest train job (12 s), plus curate and table
+    assert "overhead-free floor: train work 8 CPU s (train 32 - 2 jobs x 12.00 s" in out, out
+    assert "= 14 CPU s; wall on 2 cores >= 7 s" in out, out
 
 
 def test_main_job_analysis_rejects_a_folder_without_benchmarks(tmp_path):
