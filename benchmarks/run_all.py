@@ -1,7 +1,9 @@
 """Run every benchmark script in this folder (except this one), one after the other, print their
 output and keep it: ``<out>/<script>.txt`` (default ``results/bench/``), whose first line names the
 script, the commit and the machine, for ``tools/write_docs.py`` to put into docs/performance.md.
-A failing script's file is not written. Exits non-zero if any of them fails.
+A script that exits non-zero after printing (stability.py when a run diverged or collapsed) keeps
+its output, with the exit status in the first line; one that printed nothing leaves no file.
+Exits non-zero if any of them fails.
 
 The main job runs in a temporary folder that is kept until the end, so that the MetaModelNet bank
 is measured on the features of the plain run that this same `make bench` trained (the ratio
@@ -58,10 +60,12 @@ def main(argv: list[str]) -> int:
             print(f"==== {script.name}: exit {rc}, {seconds:.1f} s ====\n", flush=True)
             if rc:
                 failed.append(script.name)
-                continue
+                if not lines:  # a crash before any output: nothing to keep
+                    continue
             date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            status = f", exit {rc}" if rc else ""
             (args.out / f"{script.stem}.txt").write_text(
-                f"# `benchmarks/{script.name}` ({seconds:.0f} s), {where}, {date}\n" + "".join(lines))
+                f"# `benchmarks/{script.name}` ({seconds:.0f} s{status}), {where}, {date}\n" + "".join(lines))
     finally:
         shutil.rmtree(main_job, ignore_errors=True)
     if failed:

@@ -65,14 +65,22 @@ def stability_config(cfg: dict, dataset: str, runs: list[str], seeds: list[int])
     return out
 
 
+def diverged(history: pd.DataFrame) -> bool:
+    """A non-finite training loss in an epoch that trained. Training-free runs write NaN loss and
+    NaN lr; a sweep without a loss column (tau-normalisation's) trained nothing either."""
+    if "loss" not in history.columns:
+        return False
+    loss = history["loss"].to_numpy(float)
+    lr = history["lr"].to_numpy(float) if "lr" in history.columns else np.ones_like(loss)
+    return bool((~np.isfinite(loss) & np.isfinite(lr)).any())
+
+
 def outcome(workdir: Path, dataset: str, run: str, seed: int, num_classes: int) -> dict:
     """diverged / collapsed / test top-1 of one trained run."""
     hist = pd.read_parquet(workdir / f"results/train/{dataset}/{run}/seed{seed}/history.parquet")
     pred = pd.read_parquet(workdir / f"results/predictions/{dataset}/{run}/seed{seed}.parquet")
     test = pred[(pred["split"] == "test") & (pred["label"] >= 0)]
-    # training-free runs write one row with NaN loss and NaN lr: only epochs that trained count
-    trained = np.isfinite(hist["lr"].to_numpy(float))
-    return {"diverged": bool((~np.isfinite(hist["loss"].to_numpy(float)) & trained).any()),
+    return {"diverged": diverged(hist),
             "collapse": collapse_reason(pred, num_classes),
             "top1": float((test["label"] == test["pred"]).mean()) * 100}
 

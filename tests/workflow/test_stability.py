@@ -69,3 +69,16 @@ def test_the_fragile_default_recipes_train_on_both_curations(tmp_path: Path) -> 
     for ds in ("fmnist_smoke", "fmnist_smoke_variant"):
         for name in runs:
             assert row(proc.stdout, ds, name) == (0, 0), proc.stdout
+
+
+def test_divergence_reads_only_epochs_that_trained():
+    """A NaN loss with a finite lr diverged; the training-free row (NaN loss, NaN lr) and a sweep
+    history without loss or lr (tau_norm's) did not."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import pandas as pd
+    from stability import diverged
+
+    assert diverged(pd.DataFrame({"epoch": [1, 2], "loss": [0.5, float("nan")], "lr": [0.1, 0.1]}))
+    assert not diverged(pd.DataFrame({"epoch": [1, 2], "loss": [0.5, 0.4], "lr": [0.1, 0.1]}))
+    assert not diverged(pd.DataFrame({"epoch": [0], "loss": [float("nan")], "lr": [float("nan")]}))
+    assert not diverged(pd.DataFrame({"tau": [0.0, 0.5], "val_acc": [0.7, 0.72], "selected": [False, True]}))
