@@ -95,6 +95,14 @@ def test_vgg11_gap_is_mfm_mit67_basemodel():
     assert net(x).shape == (2, 512)
 
 
+@pytest.mark.parametrize("arch", ["vgg11", "vgg11_gap"])
+def test_vgg_takes_grayscale_by_its_first_conv(arch):
+    """One input channel: the first conv has 1 x 64 x 9 weights, the rest of VGG-11 is unchanged."""
+    net = create_backbone(arch, in_channels=1).eval()
+    assert net.features[0].weight.shape == (64, 1, 3, 3)
+    assert net.forward_map(torch.randn(2, 1, 32, 32)).shape == (2, 512, 1, 1)
+
+
 def test_lenet5_bn_is_lenet5_with_batchnorm_and_its_layer_names():
     net = create_backbone("lenet5_bn", in_channels=1)
     # LeNet-5: conv1 1*6*25+6 = 156, conv2 6*16*25+16 = 2,416, fc1 400*120+120 = 48,120,

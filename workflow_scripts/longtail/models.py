@@ -273,16 +273,20 @@ for _a in ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101", "resnet1
     register_backbone(_a)(_torchvision(_a))
 
 
+def _vgg_in_channels(net: nn.Module, in_channels: int) -> None:
+    """A VGG's first conv for ``in_channels`` inputs (grayscale data), freshly initialised."""
+    if in_channels != 3:
+        first = net.features[0]
+        net.features[0] = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride, first.padding)
+
+
 class VGGBackbone(Backbone):
     """torchvision VGG (MFM's MIT-67 backbone): conv ``features`` give the map; the embedding is
     the 4096-d output of the classifier's second fc block (the layer before the logits)."""
 
     def __init__(self, net: nn.Module, in_channels: int) -> None:
         super().__init__()
-        if in_channels != 3:
-            first = net.features[0]
-            net.features[0] = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride,
-                                        first.padding)
+        _vgg_in_channels(net, in_channels)
         self.features, self.avgpool = net.features, net.avgpool
         self.fc = net.classifier[:-1]  # drop the 1000-way layer
         self.dim = net.classifier[-1].in_features
@@ -309,10 +313,7 @@ class VGGGAPBackbone(Backbone):
 
     def __init__(self, net: nn.Module, in_channels: int) -> None:
         super().__init__()
-        if in_channels != 3:
-            first = net.features[0]
-            net.features[0] = nn.Conv2d(in_channels, first.out_channels, first.kernel_size, first.stride,
-                                        first.padding)
+        _vgg_in_channels(net, in_channels)
         self.features = net.features
         self.dim = [m for m in net.features if isinstance(m, nn.Conv2d)][-1].out_channels
 
