@@ -24,7 +24,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow_scripts"))
-from longtail.metrics import collapse_reason  # noqa: E402
+from longtail.metrics import collapse_reason, training_divergence  # noqa: E402
 from longtail.sources import load_source  # noqa: E402
 
 SMK = str(Path(sys.executable).with_name("snakemake"))
@@ -66,13 +66,8 @@ def stability_config(cfg: dict, dataset: str, runs: list[str], seeds: list[int])
 
 
 def diverged(history: pd.DataFrame) -> bool:
-    """A non-finite training loss in an epoch that trained. Training-free runs write NaN loss and
-    NaN lr; a sweep without a loss column (tau-normalisation's) trained nothing either."""
-    if "loss" not in history.columns:
-        return False
-    loss = history["loss"].to_numpy(float)
-    lr = history["lr"].to_numpy(float) if "lr" in history.columns else np.ones_like(loss)
-    return bool((~np.isfinite(loss) & np.isfinite(lr)).any())
+    """A non-finite training loss in an epoch that trained (:func:`longtail.metrics.training_divergence`)."""
+    return training_divergence(history) is not None
 
 
 def outcome(workdir: Path, dataset: str, run: str, seed: int, num_classes: int) -> dict:

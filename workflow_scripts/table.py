@@ -6,15 +6,7 @@ from longtail.contracts import read_metrics
 from longtail.curation import ShotConfig
 from longtail.io import write_text
 from longtail.runtime import log_to
-from longtail.tables import build_table, summarise, table_notes, to_latex, to_markdown
-
-
-def threshold_description(spec) -> str:
-    """The open_threshold setting in words: a fixed number, or the val_tpr rule."""
-    if isinstance(spec, dict):
-        return (f"max softmax < t rejects, t = the confidence that keeps {float(spec.get('tpr', 0.95)):.0%} of the "
-                "known validation samples, per run and seed (Near/Far Threshold columns)")
-    return f"max softmax < {spec} rejects (a fixed threshold)"
+from longtail.tables import build_table, summarise, table_notes, threshold_description, to_latex, to_markdown
 
 
 def main(smk) -> None:

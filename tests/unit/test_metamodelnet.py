@@ -290,7 +290,7 @@ def test_task_loss_is_cross_entropy_with_the_predicted_row_swapped_in():
     y = torch.tensor([0, 1, 3, 0, 1, 3, 0, 1, 3, 3])
     hat = torch.randn(2, 3)
     cls = torch.tensor([1, 3])
-    got = M.task_loss(hat, cls, star, head, z, y)
+    got = M.task_loss(hat, cls, M.head_task(star, head, z, y))
     ymap = torch.tensor([0, 1, -1, 2])[y]
     for b in range(2):
         rows = star[[0, 1, 3]].clone()
@@ -310,7 +310,7 @@ def test_task_loss_holds_when_one_logit_dominates():
     hat = torch.randn(5, 4) * 40
     cls = torch.tensor([0, 1, 2, 4, 1])
     task = M.head_task(star, head, z, y)
-    got = M.task_loss(hat, cls, task=task)
+    got = M.task_loss(hat, cls, task)
     cols = torch.tensor([0, 1, 2, -1, 3])
     for b in range(len(cls)):
         rows = star[[0, 1, 2, 4]].double().clone()

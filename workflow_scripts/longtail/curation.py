@@ -25,7 +25,7 @@ import pandas as pd
 
 from .contracts import (IMBALANCED_TEST_PREFIX, IMBALANCED_TEST_SPLITS, IMBALANCED_TESTS, SPLITS,
                         samples_table)
-from .sources import DataError, SourceData
+from .sources import DataError, SourceData, far_pool
 
 
 SHOT_CONVENTIONS = ("strict", "inclusive")
@@ -97,12 +97,6 @@ class FarOpenConfig:
 
 # samples.parquet metadata key holding the far-open entries, so the train job loads the same pools
 FAR_OPEN_KEY = "far_open"
-
-
-def far_pool(i: int, split: str) -> str:
-    """The ``source`` value of far-open rows of entry ``i``: the pool the train job adds to the
-    main source (:func:`longtail.sources.with_far_sources`)."""
-    return f"far{i}-{split}"
 
 
 @dataclass(frozen=True)

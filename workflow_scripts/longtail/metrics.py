@@ -243,14 +243,25 @@ def collapse_reason(predictions: pd.DataFrame, num_classes: int, history: pd.Dat
         preds = known.loc[known["split"] == split, "pred"].unique()
         if num_classes > 1 and len(preds) == 1:
             return f"every {split} sample is predicted as class {int(preds[0])}"
-    if history is not None and "loss" in history.columns and len(history):
-        loss = history["loss"].to_numpy(float)
-        lr = history["lr"].to_numpy(float) if "lr" in history.columns else np.ones_like(loss)
-        bad = ~np.isfinite(loss) & np.isfinite(lr)
-        if bad.any():
-            epoch = history["epoch"].to_numpy()[bad][0] if "epoch" in history.columns else int(np.argmax(bad))
-            return f"training loss is {loss[bad][0]} at epoch {epoch}"
+    diverged = training_divergence(history) if history is not None else None
+    if diverged is not None:
+        return f"training loss is {diverged[1]} at epoch {diverged[0]}"
     return None
+
+
+def training_divergence(history: pd.DataFrame) -> tuple[int, float] | None:
+    """(epoch, loss) of the first epoch that trained (finite lr) with a non-finite loss, or None.
+    Training-free methods write NaN loss and NaN lr; a history without a loss column (a sweep,
+    tau-normalisation's) trained nothing either."""
+    if "loss" not in history.columns or not len(history):
+        return None
+    loss = history["loss"].to_numpy(float)
+    lr = history["lr"].to_numpy(float) if "lr" in history.columns else np.ones_like(loss)
+    bad = ~np.isfinite(loss) & np.isfinite(lr)
+    if not bad.any():
+        return None
+    epoch = history["epoch"].to_numpy()[bad][0] if "epoch" in history.columns else int(np.argmax(bad))
+    return int(epoch), float(loss[bad][0])
 
 
 def detection_metrics(known_conf: np.ndarray, open_conf: np.ndarray) -> dict[str, float]:

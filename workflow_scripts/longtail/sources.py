@@ -480,17 +480,22 @@ def convert_images(images: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
         if len(images) else np.zeros((0, *shape), np.uint8)
 
 
+def far_pool(i: int, split: str) -> str:
+    """The ``source`` value of far-open rows of entry ``i`` (``curation.add_far_open``): the pool
+    the train job adds to the main source (:func:`with_far_sources`)."""
+    return f"far{i}-{split}"
+
+
 def with_far_sources(source: SourceData, entries: Iterable[tuple[int, str, SourceData]]) -> SourceData:
     """``source`` with the far-open pools added: for each (entry index i, split, far source), the
-    far source's ``split`` under the pool name ``far<i>-<split>`` (as ``curation.far_pool`` names
-    the rows' source). In memory: the images converted to the main source's shape and channels
+    far source's ``split`` under the pool name :func:`far_pool` (as the rows' source names it). In memory: the images converted to the main source's shape and channels
     (:func:`convert_images`); streamed: the file paths (the stream resizes and converts to RGB).
     The main source's provenance is kept; each far source's rides under 'far<i>_'."""
     images, paths, labels = dict(source.images), dict(source.paths), dict(source.labels)
     provenance = dict(source.provenance)
     shape = next(iter(source.images.values())).shape[1:] if source.in_memory else None
     for i, split, far in entries:
-        pool = f"far{i}-{split}"
+        pool = far_pool(i, split)
         if split not in far.labels:
             raise DataError(f"far_open[{i}]: source '{far.name}' has no split '{split}' (it has {sorted(far.labels)})")
         if source.in_memory != far.in_memory:

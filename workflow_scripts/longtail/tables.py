@@ -96,6 +96,14 @@ def paper_columns(splits: tuple[str, ...] = ()) -> dict[str, str]:
     return out
 
 
+def threshold_description(spec: float | Mapping) -> str:
+    """The open_threshold setting in words: a fixed number, or the val_tpr rule."""
+    if isinstance(spec, Mapping):
+        return (f"max softmax < t rejects, t = the confidence that keeps {float(spec.get('tpr', 0.95)):.0%} of the "
+                "known validation samples, per run and seed (Near/Far Threshold columns)")
+    return f"max softmax < {spec} rejects (a fixed threshold)"
+
+
 def table_notes(wide: pd.DataFrame) -> list[str]:
     """Notes for the optional column families present in a wide table, and the runs that collapsed."""
     notes = [IMBALANCED_NOTE] if any(title in wide for _, title in SPLIT_COLUMNS) else []

@@ -706,15 +706,10 @@ def head_task(theta_star: torch.Tensor, head: torch.Tensor, z: torch.Tensor, y: 
     return HeadTask(z, col[y], col, base, lse)
 
 
-def task_loss(theta_hat: torch.Tensor, cls: torch.Tensor, theta_star: torch.Tensor | None = None,
-              head: torch.Tensor | None = None, z: torch.Tensor | None = None, y: torch.Tensor | None = None,
-              task: HeadTask | None = None) -> torch.Tensor:
-    """Eq. 1's performance term per model: multi-class CE of g on the head-split data (z, y) when
-    the predicted row theta_hat_p replaces its class's row among the head classes' theta*.
-
-    theta_hat (B, d), cls (B,) in head; theta_star (C, d); head: (C,) bool; z (n, d), y (n,) all in
-    head -- or ``task``, their :func:`head_task`. Returns (B,) mean CE over the n samples."""
-    t = task if task is not None else head_task(theta_star, head, z, y)
+def task_loss(theta_hat: torch.Tensor, cls: torch.Tensor, t: HeadTask) -> torch.Tensor:
+    """Eq. 1's performance term per model: multi-class CE of g on the head-split data of ``t``
+    (:func:`head_task`) when the predicted row theta_hat_p replaces its class's row among the head
+    classes' theta*. theta_hat (B, d), cls (B,) in head. Returns (B,) mean CE over the samples."""
     c_col = t.col[cls]  # (B,)
     own = t.z @ theta_hat.T  # (n, B) the predicted row's logits
     lse = torch.logaddexp(t.lse_without[:, c_col], own)  # (n, B)
@@ -777,7 +772,7 @@ def train_metanet(net: nn.Module, data: TrainData, plan: Sequence[Stage], cfg: M
             in_head = head[cls]
             task = torch.zeros_like(reg)
             if stage_task is not None and bool(in_head.any()):
-                task[in_head] = task_loss(pred[in_head], cls[in_head], task=stage_task)
+                task[in_head] = task_loss(pred[in_head], cls[in_head], stage_task)
             loss = (reg + cfg.task_weight * task).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()

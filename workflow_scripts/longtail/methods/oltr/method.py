@@ -21,8 +21,8 @@ The feature model (backbone, its ``fc_add`` and the attention) learns at ``lr *
 backbone_lr_scale`` as the authors' ``feat_model`` optimiser group; ``freeze_backbone`` fixes only
 the backbone's own weights, as their ``fix`` (attention and fc_add train).
 
-Deviation (documented choice): the shared trainer keeps the last epoch (the authors keep the
-best val epoch).
+Model selection: ``select: best_val`` keeps the best validation epoch with its centroids, as the
+authors' code (the OLTR presets and the default runs set it); the trainer's default is ``last``.
 """
 
 from __future__ import annotations
